@@ -1,0 +1,463 @@
+"""Benchmark: ingest of the Synthea set, against the storage limit measured in the same run.
+
+    .venv/bin/python bench/bench_ingest.py [--database URL] [--files N] [--profile]
+
+Three figures, each on a fresh database (SQLite files in a temporary directory by default; with
+`--database postgresql://...` a private schema per figure, created and dropped by this script):
+
+  (a) end to end: `hub.load.load_paths` over the .json.bz2 files (read, decompress, parse, validate,
+      resolve references, index, write), in resources/s;
+  (b) the hub's server side alone: the same bundles, read and parsed beforehand, run through
+      `services.pipeline.run(Interaction(TRANSACTION/BATCH, ...))` exactly as load_paths does;
+  (c) the storage limit: the rows (b) wrote (resources and index rows, read back with SQLAlchemy Core)
+      written again into an empty database by a bare loop, one transaction per original bundle, the
+      way hub/store/bulk.py writes: executemany of tuples on SQLite, COPY on PostgreSQL.
+
+(b)/(c) and (a)/(c) are "how close the hub gets to what the database can take". `--files N` loads
+the two `0-*` files and the first N patient files (default: all 120). `--profile` runs (b) once more
+under cProfile afterwards and prints the top costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import cProfile
+import gc
+import os
+import platform
+import pstats
+import resource as rusage
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from sqlalchemy import func, select, text  # noqa: E402
+from support import SYNTHEA, synthea_files  # noqa: E402
+
+from hub.app import Services  # noqa: E402
+from hub.config import Settings  # noqa: E402
+from hub.load import LoadSummary, _bundles, _tally, discover, load_paths  # noqa: E402
+from hub.pipeline import BATCH, TRANSACTION, Interaction, Principal  # noqa: E402
+from hub.store import bulk  # noqa: E402
+from hub.store.database import Database  # noqa: E402
+from hub.store.engine import make_engine, normalise_url  # noqa: E402
+from hub.store.tables import INDEX_TABLES, resource  # noqa: E402
+
+TARGET = 1500  # resources/s with validation and indexing, on the 2-core development machine
+BASE_URL = "http://localhost:8080/fhir"  # load_paths' default
+PUBLISHED = (
+    "Blaze (Clojure/JVM): ~630 resources/s per core; Smile CDR (HAPI FHIR): ~700 resources/s per vCPU "
+    "(their published figures, other hardware and data sets; not measured here)"
+)
+
+Bundle = tuple[str, dict[str, Any]]
+
+
+# -- the machine --------------------------------------------------------------------------------
+
+
+class CpuWatch:
+    """CPU the rest of the machine used while the benchmark ran (Linux /proc/stat), so a run on a
+    busy machine says so. "Others" includes a local PostgreSQL server's own processes."""
+
+    def __init__(self) -> None:
+        self.start, self.busy0, self.own0 = time.monotonic(), _machine_busy(), _own_cpu()
+
+    def others(self) -> float | None:
+        """Average cores used by processes other than this one and the children it waited for."""
+        busy = _machine_busy()
+        if busy is None or self.busy0 is None:
+            return None
+        elapsed = time.monotonic() - self.start
+        return max(0.0, (busy - self.busy0) - (_own_cpu() - self.own0)) / max(elapsed, 1e-9)
+
+
+def _machine_busy() -> float | None:
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    total = 0.0
+    for who in (rusage.RUSAGE_SELF, rusage.RUSAGE_CHILDREN):
+        ru = rusage.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
+def machine_note(watch: CpuWatch, postgres: bool) -> str:
+    others = watch.others()
+    if others is None:
+        return "machine: other processes' CPU use unknown (no /proc/stat)"
+    text = f"machine: other processes used {others:.2f} cores on average during the run"
+    if postgres:
+        return text + " (the PostgreSQL server included)"
+    if others > 0.25:
+        text += "\nWARNING: the machine was not quiet; the absolute figures are low (ratios suffer less): rerun"
+    return text
+
+
+def quiet_check(seconds: float = 1.0) -> None:
+    """Warn when other processes keep the machine busy before we start."""
+    watch = CpuWatch()
+    time.sleep(seconds)
+    others = watch.others()
+    if others is not None and others > 0.2:
+        print(f"WARNING: other processes use {others:.1f} cores right now: the figures will be low; rerun when quiet")
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+def db_kind(url: str | None) -> str:
+    if not url or url == "sqlite" or url.startswith("sqlite:"):
+        return "sqlite"
+    if normalise_url(url).startswith("postgresql"):
+        return "postgresql"
+    raise SystemExit(f"unsupported database URL {url!r}: give 'sqlite' (default) or postgresql://...")
+
+
+@contextmanager
+def fresh_database(url: str | None, label: str, tmp: Path) -> Iterator[tuple[Database, str]]:
+    """A new, migrated, empty hub database and its URL; removed afterwards.
+
+    SQLite: a file in `tmp` (any sqlite URL given only selects SQLite). PostgreSQL: a private schema
+    in the given database, reached through `options=-csearch_path%3D<schema>` as the tests do."""
+    if db_kind(url) == "sqlite":
+        full = f"sqlite:///{tmp / f'{label}.db'}"
+        db = Database.connect(full)
+        try:
+            yield db, full
+        finally:
+            db.dispose()
+        return
+    assert url is not None
+    base = normalise_url(url)
+    schema_name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(base, pool_size=1, max_overflow=0)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema_name}"))
+        sep = "&" if "?" in base else "?"
+        full = f"{base}{sep}options=-csearch_path%3D{schema_name}"
+        db = Database.connect(full)
+        try:
+            yield db, full
+        finally:
+            db.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema_name} CASCADE"))
+        admin.dispose()
+
+
+def make_services(db: Database, url: str, tmp: Path) -> Services:
+    return Services(Settings(data_dir=tmp, database_url=url), db)
+
+
+def describe(url: str | None) -> str:
+    if db_kind(url) == "sqlite":
+        return "SQLite (files in a temporary directory)"
+    from sqlalchemy.engine import make_url
+
+    return f"PostgreSQL {make_url(normalise_url(url or '')).render_as_string(hide_password=True)} (fresh schemas)"
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def chosen_files(n: int | None) -> list[Path]:
+    files = synthea_files()
+    if not files:
+        raise SystemExit(f"no Synthea fixtures found in {SYNTHEA}")
+    first = [f for f in files if f.name.startswith("0-")]
+    patients = [f for f in files if not f.name.startswith("0-")]
+    return first + (patients if n is None else patients[:n])
+
+
+def read_bundles(files: list[Path]) -> list[Bundle]:
+    """What load_paths executes, read and parsed up front (POST with an id rewritten to PUT).
+
+    The collector is off meanwhile: parsed JSON has no cycles, and its full scans of a heap that keeps
+    growing would be counted as parsing time (load_paths holds one bundle at a time)."""
+    gc.disable()
+    try:
+        return [wb for f in discover(files) for wb in _bundles(f)]
+    finally:
+        gc.enable()
+
+
+def warm_up(services: Services, bundles: list[Bundle]) -> None:
+    """Compile what a running server has compiled already (index plans, validator tables), one resource
+    per type, so the first timed phase does not pay for it alone. Nothing is written."""
+    seen: set[str] = set()
+    for _, bundle in bundles:
+        for entry in bundle.get("entry", []):
+            res = entry.get("resource")
+            if isinstance(res, dict) and res.get("resourceType") not in seen:
+                seen.add(res["resourceType"])
+                services.validate(res)
+                services.indexer.rows(res)
+                services.indexer.patient_id(res)
+
+
+def max_pk(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(resource.c.pk), 0))).scalar_one())
+
+
+def count_rows(db: Database) -> tuple[int, Counter[str]]:
+    with db.engine.connect() as conn:
+        n = int(conn.execute(select(func.count()).select_from(resource)).scalar_one())
+        idx: Counter[str] = Counter()
+        for name, table in INDEX_TABLES.items():
+            idx[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+    return n, idx
+
+
+# -- the three measurements ------------------------------------------------------------------------
+
+
+def run_end_to_end(services: Services, files: list[Path]) -> tuple[float, LoadSummary]:
+    gc.collect()
+    start = time.perf_counter()
+    summary = load_paths(services, files, base_url=BASE_URL, progress=False)
+    return time.perf_counter() - start, summary
+
+
+def run_server_side(services: Services, bundles: list[Bundle]) -> tuple[float, LoadSummary, list[int]]:
+    """Seconds spent in pipeline.run (and load_paths' tally), the summary, and the last resource pk
+    after each bundle (read outside the timed part) so (c) can replay the same transactions."""
+    principal = Principal(kind="local", client_id="hub load")
+    summary = LoadSummary(files=len(bundles))
+    boundaries: list[int] = []
+    spent = 0.0
+    for where, bundle in bundles:
+        kind = TRANSACTION if bundle.get("type") == "transaction" else BATCH
+        start = time.perf_counter()
+        result = services.pipeline.run(
+            Interaction(kind, body=bundle, principal=principal, base_url=BASE_URL, prefer_return="minimal")
+        )
+        _tally(summary, where, result.resource or {})
+        spent += time.perf_counter() - start
+        boundaries.append(max_pk(services.db))
+    return spent, summary, boundaries
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def read_back(db: Database) -> tuple[Rows, dict[str, Rows]]:
+    """Every row the hub wrote, as SQLAlchemy Core returns them (Python values, as the hub passes them)."""
+    with db.engine.connect() as conn:
+        res_rows = [tuple(r) for r in conn.execute(select(*resource.columns).order_by(resource.c.pk))]
+        idx_rows = {
+            name: [tuple(r) for r in conn.execute(select(*table.columns).order_by(table.c.resource_pk))]
+            for name, table in INDEX_TABLES.items()
+        }
+    return res_rows, idx_rows
+
+
+def split(rows: Rows, boundaries: list[int]) -> list[Rows]:
+    """Rows (sorted by their first column, the resource pk) cut into one slice per original bundle."""
+    keys = [r[0] for r in rows]
+    out, lo = [], 0
+    for b in boundaries:
+        hi = bisect.bisect_right(keys, b, lo)
+        out.append(rows[lo:hi])
+        lo = hi
+    return out
+
+
+def run_storage_limit(db: Database, res_rows: Rows, idx_rows: dict[str, Rows], boundaries: list[int]) -> float:
+    """The bare loop: per original bundle one write transaction with the resource rows, then the index
+    rows table by table, written as hub/store/bulk.py writes them (executemany of tuples / COPY)."""
+    res_parts = split(res_rows, boundaries)
+    idx_parts = {name: split(rows, boundaries) for name, rows in idx_rows.items()}
+    resource_cols = bulk.RESOURCE_COLUMNS
+    gc.collect()
+    start = time.perf_counter()
+    for k in range(len(boundaries)):
+        with db.transaction(write=True) as conn:
+            bulk.insert_rows(conn, "resource", resource_cols, res_parts[k])
+            for name, parts in idx_parts.items():
+                bulk.insert_rows(conn, INDEX_TABLES[name].name, bulk.INDEX_COLUMNS[name], parts[k])
+    return time.perf_counter() - start
+
+
+def run_core_inserts(db: Database, res_rows: Rows, idx_rows: dict[str, Rows], boundaries: list[int]) -> float:
+    """For reference: the same loop with SQLAlchemy Core `table.insert()` and one dict per row."""
+    res_parts = split(res_rows, boundaries)
+    idx_parts = {name: split(rows, boundaries) for name, rows in idx_rows.items()}
+    res_cols = [c.name for c in resource.columns]
+    idx_cols = {name: [c.name for c in t.columns] for name, t in INDEX_TABLES.items()}
+    gc.collect()
+    start = time.perf_counter()
+    for k in range(len(boundaries)):
+        with db.transaction(write=True) as conn:
+            if res_parts[k]:
+                conn.execute(resource.insert(), [dict(zip(res_cols, r, strict=True)) for r in res_parts[k]])
+            for name, parts in idx_parts.items():
+                if parts[k]:
+                    cols = idx_cols[name]
+                    conn.execute(INDEX_TABLES[name].insert(), [dict(zip(cols, r, strict=True)) for r in parts[k]])
+    return time.perf_counter() - start
+
+
+def profile_server_side(url: str | None, files: list[Path], tmp: Path, top: int = 30) -> None:
+    bundles = read_bundles(files)
+    with fresh_database(url, "profile", tmp) as (db, full):
+        services = make_services(db, full, tmp)
+        warm_up(services, bundles)
+        gc.collect()
+        gc.freeze()
+        prof = cProfile.Profile()
+        principal = Principal(kind="local", client_id="hub load")
+        prof.enable()
+        for _, bundle in bundles:
+            kind = TRANSACTION if bundle.get("type") == "transaction" else BATCH
+            services.pipeline.run(
+                Interaction(kind, body=bundle, principal=principal, base_url=BASE_URL, prefer_return="minimal")
+            )
+        prof.disable()
+        gc.unfreeze()
+    print(f"\n== cProfile of (b), {len(bundles)} bundles: top {top} by own time (tottime)")
+    pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(top)
+    print(f"== top {top} by cumulative time")
+    pstats.Stats(prof).strip_dirs().sort_stats("cumulative").print_stats(top)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--database", default="sqlite", help="'sqlite' (default: temporary files) or postgresql://...")
+    ap.add_argument("--files", type=int, default=None, help="patient files to load besides the two 0-* files")
+    ap.add_argument("--profile", action="store_true", help="afterwards, run (b) under cProfile and print top costs")
+    args = ap.parse_args(argv)
+    db_kind(args.database)  # fail early on an unsupported URL
+
+    files = chosen_files(args.files)
+    print(f"ingest benchmark on {describe(args.database)}")
+    print(f"{len(files)} files ({len(files) - 2} patient bundles + the two 0-* files) from {SYNTHEA}")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} cores; single process, single thread")
+    quiet_check()
+    watch = CpuWatch()
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hub-bench-ingest-")))
+
+        t0 = time.perf_counter()
+        bundles = read_bundles(files)
+        t_read = time.perf_counter() - t0
+        n_entries = sum(len(b.get("entry", [])) for _, b in bundles)
+        print(f"read + decompressed + parsed {len(bundles)} bundles, {n_entries:,} entries in {t_read:.1f} s")
+
+        # (a) end to end
+        db_a, url_a = stack.enter_context(fresh_database(args.database, "a", tmp))
+        services_a = make_services(db_a, url_a, tmp)
+        warm_up(services_a, bundles)
+        print("(a) load_paths ...", flush=True)
+        t_a, sum_a = run_end_to_end(services_a, files)
+        rows_a, idx_a = count_rows(db_a)
+        db_a.dispose()
+
+        # (b) server side
+        db_b, url_b = stack.enter_context(fresh_database(args.database, "b", tmp))
+        services_b = make_services(db_b, url_b, tmp)
+        warm_up(services_b, bundles)
+        gc.collect()
+        gc.freeze()  # the parsed bundles stay alive throughout: keep them out of the collector's scans
+        print("(b) pipeline.run on pre-parsed bundles ...", flush=True)
+        t_b, sum_b, boundaries = run_server_side(services_b, bundles)
+        gc.unfreeze()
+        del bundles
+        res_rows, idx_rows = read_back(db_b)
+        db_b.dispose()
+        n_idx = sum(len(v) for v in idx_rows.values())
+        n_rows = len(res_rows) + n_idx
+
+        # (c) storage limit
+        gc.collect()
+        gc.freeze()
+        db_c, _ = stack.enter_context(fresh_database(args.database, "c", tmp))
+        method = "COPY" if db_c.dialect == "postgresql" else "executemany of tuples"
+        print(f"(c) bare {method} of the same rows ...", flush=True)
+        t_c = run_storage_limit(db_c, res_rows, idx_rows, boundaries)
+        check_c, _ = count_rows(db_c)
+        db_c.dispose()
+        t_core = None
+        if db_c.dialect == "sqlite":
+            db_d, _ = stack.enter_context(fresh_database(args.database, "d", tmp))
+            print("(c') Core insert() executemany with dicts, for reference ...", flush=True)
+            t_core = run_core_inserts(db_d, res_rows, idx_rows, boundaries)
+            db_d.dispose()
+        gc.unfreeze()
+        if check_c != len(res_rows):
+            print(f"WARNING: (c) wrote {check_c} resource rows, expected {len(res_rows)}")
+
+        profile_args = (args.database, files, tmp)
+        if args.profile:
+            profile_server_side(*profile_args)
+
+    # the table
+    n_a, n_b = sum_a.resources, sum_b.resources
+    rate_a, rate_b, rate_c = n_a / t_a, n_b / t_b, len(res_rows) / t_c
+    idx_per = n_idx / max(len(res_rows), 1)
+    print()
+    print(f"{'':48} {'resources':>10} {'seconds':>8} {'resources/s':>12} {'rows/s':>10} {'of limit':>9}")
+    lines = [
+        ("(a) end to end: hub.load.load_paths", n_a, t_a, rate_a, (rows_a + sum(idx_a.values())) / t_a),
+        ("(b) server side: pipeline.run, pre-parsed", n_b, t_b, rate_b, n_rows / t_b),
+        (f"(c) storage limit: bare {method}", len(res_rows), t_c, rate_c, n_rows / t_c),
+    ]
+    if t_core is not None:
+        lines.append(
+            (
+                "    (info) Core insert(), one dict per row",
+                len(res_rows),
+                t_core,
+                len(res_rows) / t_core,
+                n_rows / t_core,
+            )
+        )
+    for label, n, t, rate, rows_s in lines:
+        print(f"{label:48} {n:10,d} {t:8.1f} {rate:12,.0f} {rows_s:10,.0f} {rate / rate_c:9.1%}")
+    print()
+    print(
+        f"rows written: {len(res_rows):,} resource rows + {n_idx:,} index rows = {idx_per:.1f} index rows per resource"
+    )
+    print("  " + ", ".join(f"{name} {len(rows):,}" for name, rows in idx_rows.items()))
+    print(f"the hub reaches {rate_b / rate_c:.1%} of the storage limit server side, {rate_a / rate_c:.1%} end to end")
+    print(f"read + decompress + parse alone: {n_entries / t_read:,.0f} entries/s (part of (a), not of (b))")
+    verdict = "met" if rate_b >= TARGET else "NOT met"
+    print(
+        f"target: >= {TARGET:,} resources/s with validation and indexing on 2 cores: {verdict} server side "
+        f"({rate_b:,.0f}/s), {'met' if rate_a >= TARGET else 'NOT met'} end to end ({rate_a:,.0f}/s)"
+    )
+    print(f"for comparison: {PUBLISHED}")
+    print(machine_note(watch, db_kind(args.database) == "postgresql"))
+    for name, s in (("(a)", sum_a), ("(b)", sum_b)):
+        if s.failures:
+            print(f"WARNING {name}: {len(s.failures)} entries failed, first: {s.failures[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

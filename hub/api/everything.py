@@ -1,0 +1,119 @@
+"""Patient/$everything (R4 patient-operation-everything): the patient, everything in their
+compartment, and what those resources refer to (practitioners, organisations, medication ...).
+
+Instance level: one patient. Type level: the patients matching the given search parameters, e.g.
+`Patient/$everything?identifier=http://fhir.nl/fhir/NamingSystem/bsn|999951750` (find by BSN first).
+Parameters: _since (lastUpdated), _type (comma-separated types), _count and paging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import not_, or_, select, tuple_, union
+
+from hub.api.operations import Operation, register
+from hub.formats.dates import parse_instant
+from hub.formats.outcome import FhirError, invalid, not_found
+from hub.pipeline import Context, Result
+from hub.search.engine import Page
+from hub.search.planner import ReferenceValues
+from hub.search.query import SearchQuery
+from hub.store.tables import idx_reference, resource
+
+_OWN = {"_since", "_type", "_count", "_page", "_format", "_pretty", "_summary", "_elements", "start", "end"}
+DEFAULT_COUNT = 200
+
+
+def _compartment_pairs(registry: Any) -> list[tuple[str, str]]:
+    from hub.search.registry import patient_compartment
+
+    return [(rt, code) for rt, codes in patient_compartment().items() for code in codes]
+
+
+def members(registry: Any, patient_ids: list[str], local: Any) -> Any:
+    """pks of the patients and of the current resources in their compartments."""
+    in_compartment = select(idx_reference.c.resource_pk).where(
+        idx_reference.c.target_type == "Patient",
+        idx_reference.c.target_id.in_(patient_ids),
+        tuple_(idx_reference.c.res_type, idx_reference.c.param).in_(_compartment_pairs(registry)),
+        local,
+    )
+    patients = select(resource.c.pk).where(
+        resource.c.res_type == "Patient", resource.c.res_id.in_(patient_ids), resource.c.is_current
+    )
+    return union(in_compartment, patients)
+
+
+def everything_select(registry: Any, patient_ids: list[str], base_url: str) -> Any:
+    """The SELECT of every resource $everything returns for these patients (before _type/_since)."""
+    local = ReferenceValues(base_url).local(idx_reference.c)
+    inside = members(registry, patient_ids, local).subquery()
+    referenced = (
+        select(idx_reference.c.target_type, idx_reference.c.target_id)
+        .where(
+            idx_reference.c.resource_pk.in_(select(inside.c[0])),
+            idx_reference.c.target_type.is_not(None),
+            idx_reference.c.target_type != "Patient",  # other patients are never swept in
+            local,
+        )
+        .distinct()
+    )
+    return select(resource.c.pk).where(
+        resource.c.is_current,
+        not_(resource.c.deleted),
+        or_(
+            resource.c.pk.in_(select(inside.c[0])),
+            tuple_(resource.c.res_type, resource.c.res_id).in_(referenced),
+        ),
+    )
+
+
+def _patients(ctx: Context) -> list[str]:
+    i = ctx.interaction
+    if i.res_id:
+        found = ctx.repo.current("Patient", i.res_id)
+        if found is None or found.deleted or not ctx.shows(found):
+            raise not_found(f"Patient/{i.res_id} is not known")
+        return [i.res_id]
+    criteria = [(k, v) for k, v in i.params if k not in _OWN]
+    if not criteria:
+        raise invalid("Patient/$everything at type level needs search parameters to select the patients")
+    return [s.res_id for s in ctx.services.search.match(ctx, "Patient", criteria)]
+
+
+def everything(ctx: Context) -> Result:
+    i = ctx.interaction
+    engine = ctx.services.search
+    settings = ctx.services.settings
+    for name, _ in i.params:
+        if name in ("start", "end"):
+            raise FhirError(400, "not-supported", f"$everything: the {name} parameter is not supported", name)
+    patient_ids = _patients(ctx)
+    stmt = everything_select(engine.registry, patient_ids or ["\x00none"], i.base_url)
+    types = [t for v in (v for k, v in i.params if k == "_type") for t in v.split(",") if t]
+    if types:
+        stmt = stmt.where(resource.c.res_type.in_(types))
+    if i.param("_since"):
+        stmt = stmt.where(resource.c.last_updated >= parse_instant(i.param("_since") or "", "_since"))
+    count_raw = i.param("_count")
+    if count_raw is not None and not count_raw.isdigit():
+        raise invalid(f"_count must be a non-negative integer, not {count_raw!r}", "_count")
+    count = min(int(count_raw), settings.max_page_size) if count_raw else DEFAULT_COUNT
+    page = i.param("_page")
+    matches, total, next_cursor, prev_cursor = engine.paged(ctx, stmt, [], page, count, True)
+    query = SearchQuery(types=["Patient"], count=count, page=page)
+    query.echo = [(k, v) for k, v in i.params if k != "_page"]
+    return Result(200, resource=engine.bundle(ctx, Page(matches, [], total, next_cursor, prev_cursor, query)))
+
+
+register(
+    Operation(
+        "everything",
+        everything,
+        type_level=True,
+        instance=True,
+        resource_types=("Patient",),
+        definition="http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    )
+)

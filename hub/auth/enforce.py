@@ -1,0 +1,191 @@
+"""Scope enforcement: the first step of the interaction pipeline.
+
+Every interaction (and every entry of a batch or transaction) is checked against the token's
+SMART scopes; a token bound to a patient (a PGO app) reaches only that patient's compartment,
+through every door: reads and vreads (others look like 404), searches (an SQL constraint, so totals
+and paging never count other patients' data), includes, history, $everything and writes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from hub.auth.scopes import NEEDS, Scope, ScopeError, parse_scopes, permits
+from hub.auth.tokens import unauthorised
+from hub.fhirmodel.structure import structure
+from hub.formats.outcome import FhirError, not_found
+from hub.pipeline import (
+    BATCH,
+    CAPABILITIES,
+    CREATE,
+    DELETE,
+    HISTORY_INSTANCE,
+    HISTORY_SYSTEM,
+    HISTORY_TYPE,
+    OPERATION,
+    PATCH,
+    SEARCH_COMPARTMENT,
+    SEARCH_SYSTEM,
+    TRANSACTION,
+    UPDATE,
+    Context,
+    Principal,
+    Result,
+)
+from hub.search.compartment import patient_ids
+from hub.search.planner import ReferenceValues
+from hub.store.repository import Stored
+from hub.store.tables import idx_reference, resource
+
+# Operations and what they need: (permission, on which type; None = the URL's type).
+OPERATION_NEEDS: dict[str, tuple[str, str | None]] = {"validate": ("", None), "everything": ("r", "Patient")}
+
+
+def forbidden(text: str) -> FhirError:
+    return FhirError(403, "forbidden", text)
+
+
+@lru_cache(maxsize=4096)
+def _scopes(scope_set: frozenset[str], patient_bound: bool) -> tuple[Scope, ...]:
+    try:
+        resource_scopes, _ = parse_scopes(" ".join(sorted(scope_set)))
+    except ScopeError:
+        return ()
+    # A patient-bound token's power is its patient/ scopes; a system token's, system/ and user/.
+    wanted = ("patient",) if patient_bound else ("system", "user")
+    return tuple(s for s in resource_scopes if s.context in wanted)
+
+
+def scopes_of(p: Principal) -> tuple[Scope, ...]:
+    return _scopes(p.scopes, p.patient_id is not None)
+
+
+class Authorisation:
+    def before(self, ctx: Context) -> None:
+        i = ctx.interaction
+        p = i.principal
+        if p.kind == "local" or i.kind == CAPABILITIES:
+            return  # operator commands run in-process; the CapabilityStatement is public
+        if p.kind == "anonymous":
+            raise unauthorised("an access token is required", "invalid_request")
+        scopes = scopes_of(p)
+        if i.kind in (BATCH, TRANSACTION):
+            return  # each entry passes this step on its own
+        if i.kind == OPERATION:
+            self._operation(ctx, scopes)
+        elif i.kind == SEARCH_SYSTEM:
+            self._system_search(ctx, scopes)
+        else:
+            rt = i.compartment_type if i.kind == SEARCH_COMPARTMENT else i.res_type
+            need = NEEDS[i.kind]
+            if not permits(list(scopes), rt or "", need):
+                raise forbidden(f"the token's scopes do not allow '{need}' on {rt}")
+            if i.kind == UPDATE and i.res_id and not permits(list(scopes), rt or "", "c"):
+                current = ctx.repo.current(rt or "", i.res_id)
+                if current is None or current.deleted:
+                    raise forbidden(f"this update would create {rt}/{i.res_id}; the token may not create {rt}")
+        if p.patient_id is not None:
+            self._patient_bound(ctx, p.patient_id)
+
+    def after(self, ctx: Context, result: Result) -> None:
+        # A patch or conditional update may move a resource out of the patient's compartment.
+        p = ctx.interaction.principal
+        stored = result.stored
+        if p.patient_id is None or not ctx.interaction.writes or stored is None or stored.deleted:
+            return
+        if not in_compartment(ctx.services.search_params, stored, p.patient_id):
+            raise forbidden("a patient's token may only write data about its own patient")
+
+    def failed(self, ctx: Context, error: FhirError) -> None:
+        return None
+
+    # -- special interactions ---------------------------------------------------------------------
+
+    def _operation(self, ctx: Context, scopes: tuple[Scope, ...]) -> None:
+        i = ctx.interaction
+        name = (i.operation or "").lstrip("$")
+        need, rt = OPERATION_NEEDS.get(name, ("r", None))
+        rt = rt or i.res_type
+        if name == "validate" and not i.res_id:
+            return  # validating a resource given in the body touches no stored data
+        if need and not permits(list(scopes), rt or "", need):
+            raise forbidden(f"the token's scopes do not allow ${name} ('{need}' on {rt})")
+        if name == "everything":
+            # What the patient's record holds is returned only for types the token may read.
+            readable = [t for t in structure().resource_types if permits(list(scopes), t, "r")]
+            ctx.facts.setdefault("search-constraints", []).append(lambda _types: resource.c.res_type.in_(readable))
+
+    def _system_search(self, ctx: Context, scopes: tuple[Scope, ...]) -> None:
+        wanted = [t for v in (v for k, v in ctx.interaction.params if k == "_type") for t in v.split(",") if t]
+        allowed = [t for t in (wanted or sorted(structure().resource_types)) if permits(list(scopes), t, "s")]
+        if wanted and len(allowed) < len(wanted):
+            denied = sorted(set(wanted) - set(allowed))
+            raise forbidden(f"the token's scopes do not allow searching {', '.join(denied)}")
+        if not allowed:
+            raise forbidden("the token's scopes allow no search")
+        ctx.facts.setdefault("search-constraints", []).append(lambda _types: resource.c.res_type.in_(allowed))
+
+    # -- patient-bound tokens ---------------------------------------------------------------------
+
+    def _patient_bound(self, ctx: Context, patient_id: str) -> None:
+        i = ctx.interaction
+        registry = ctx.services.search_params
+        local = ReferenceValues(i.base_url).local(idx_reference.c)
+
+        def visible(_ctx: Context, stored: Stored) -> bool:
+            return in_compartment(registry, stored, patient_id)
+
+        def constraint(types: list[str]) -> Any:
+            options = []
+            for t in types:
+                params = registry.compartment_params("Patient", t)
+                if t == "Patient":
+                    options.append(and_(resource.c.res_type == "Patient", resource.c.res_id == patient_id))
+                elif params:
+                    members = select(idx_reference.c.resource_pk).where(
+                        idx_reference.c.res_type == t,
+                        idx_reference.c.param.in_(params),
+                        idx_reference.c.target_type == "Patient",
+                        idx_reference.c.target_id == patient_id,
+                        local,
+                    )
+                    options.append(and_(resource.c.res_type == t, resource.c.pk.in_(members)))
+                else:
+                    options.append(resource.c.res_type == t)  # not patient data (Practitioner, ...)
+            return or_(*options)
+
+        ctx.visible.append(visible)
+        ctx.facts.setdefault("search-constraints", []).append(constraint)
+        if i.kind in (HISTORY_TYPE, HISTORY_SYSTEM):
+            raise forbidden("a patient's token reads history per resource, not per type or system")
+        if i.kind == OPERATION and (i.operation or "").lstrip("$") == "everything" and i.res_id != patient_id:
+            raise forbidden("a patient's token may only ask $everything for its own patient")
+        if i.kind == HISTORY_INSTANCE and i.res_type and i.res_id:
+            current = ctx.repo.current(i.res_type, i.res_id)
+            if current is None or current.deleted or not visible(ctx, current):
+                raise not_found(f"{i.res_type}/{i.res_id} is not known")
+        writes_body = i.kind in (CREATE, UPDATE) and isinstance(i.body, dict)
+        if writes_body and not _body_in_compartment(registry, i.body, patient_id):
+            raise forbidden("a patient's token may only write data about its own patient")
+        if i.kind in (UPDATE, PATCH, DELETE) and i.res_type and i.res_id:
+            current = ctx.repo.current(i.res_type, i.res_id)
+            if current is not None and not current.deleted and not visible(ctx, current):
+                raise not_found(f"{i.res_type}/{i.res_id} is not known")
+
+
+def in_compartment(registry: Any, stored: Stored, patient_id: str) -> bool:
+    if stored.content is None:
+        return False
+    return _body_in_compartment(registry, stored.resource(), patient_id)
+
+
+def _body_in_compartment(registry: Any, body: dict[str, Any], patient_id: str) -> bool:
+    rt = body.get("resourceType", "")
+    if rt == "Patient":
+        return bool(body.get("id") == patient_id)
+    if not registry.compartment_params("Patient", rt):
+        return True  # a type outside the patient compartment holds no patient data
+    return patient_id in patient_ids(body, registry)

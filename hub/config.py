@@ -1,0 +1,36 @@
+"""Configuration: defaults for the embedded set-up, overridable by environment or command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("HUB_DATA_DIR", "hub-data")))
+    database_url: str = ""  # empty: SQLite in data_dir
+    base_url: str | None = field(default_factory=lambda: os.environ.get("HUB_BASE_URL"))  # behind a proxy
+    max_body_bytes: int = field(default_factory=lambda: _int_env("HUB_MAX_BODY_BYTES", 64 * 1024 * 1024))
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    # Access-token lifetimes in seconds: at most 5 minutes for systems, 15 for patients' apps.
+    system_token_lifetime: int = field(default_factory=lambda: min(_int_env("HUB_SYSTEM_TOKEN_SECONDS", 300), 300))
+    patient_token_lifetime: int = field(default_factory=lambda: min(_int_env("HUB_PATIENT_TOKEN_SECONDS", 900), 900))
+    refresh_token_lifetime: int = field(default_factory=lambda: _int_env("HUB_REFRESH_TOKEN_SECONDS", 8 * 3600))
+    # Client secrets are for development set-ups only; production clients sign a JWT assertion.
+    allow_development_secrets: bool = field(default_factory=lambda: os.environ.get("HUB_DEVELOPMENT") == "1")
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = os.environ.get("HUB_DATABASE_URL") or f"sqlite:///{self.data_dir / 'hub.db'}"
+            object.__setattr__(self, "database_url", url)
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

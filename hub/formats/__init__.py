@@ -1,0 +1,1 @@
+"""Wire formats: FHIR JSON and XML, content negotiation, OperationOutcome errors."""

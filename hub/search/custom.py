@@ -1,0 +1,177 @@
+"""SearchParameter resources written to the hub become search parameters, in every process.
+
+A pipeline interceptor: before a SearchParameter is written it is checked (an unusable one is a 400
+and nothing is stored); after it is written, the existing resources of its base types are indexed
+for it in the same transaction; once the transaction commits, the shared registry is reloaded from
+the database. Other processes notice within a second (they compare the newest SearchParameter row
+before each interaction) and reload too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, func, not_, select
+
+from hub.formats.outcome import FhirError
+from hub.pipeline import CREATE, DELETE, PATCH, UPDATE, Context, Result
+from hub.search.extract import extract_tuples
+from hub.search.registry import Registry, SearchParam
+from hub.store import bulk
+from hub.store.tables import INDEX_TABLES, resource
+
+SEARCH_PARAMETER = "SearchParameter"
+_CHECK_EVERY = 1.0  # seconds between checks for SearchParameters written by other processes
+_BATCH = 500
+
+
+def _usable(res: dict[str, Any]) -> bool:
+    return res.get("status") != "retired"
+
+
+class CustomSearchParameters:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.sources: dict[str, dict[str, Any]] = {}  # url -> SearchParameter resource now registered
+        self._marker: tuple[Any, ...] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    # -- keeping the registry in step with the database -------------------------------------------
+
+    def _current_marker(self, conn: Connection) -> tuple[Any, ...]:
+        row = conn.execute(
+            select(func.count(), func.max(resource.c.pk)).where(resource.c.res_type == SEARCH_PARAMETER)
+        ).one()
+        return tuple(row)
+
+    def load(self, conn: Connection) -> None:
+        """(Re)register every stored SearchParameter; ones that no longer work are skipped."""
+        rows = conn.execute(
+            select(resource.c.content).where(
+                resource.c.res_type == SEARCH_PARAMETER, resource.c.is_current, not_(resource.c.deleted)
+            )
+        ).all()
+        marker = self._current_marker(conn)
+        with self._lock:
+            for url in list(self.sources):
+                self.registry.remove(url)
+            self.sources.clear()
+            for (content,) in rows:
+                res = orjson.loads(content)
+                if not _usable(res):
+                    continue
+                try:
+                    param = self.registry.add(res)
+                except FhirError:
+                    continue  # stored before a rule tightened; it stays a plain resource
+                self.sources[param.url] = res
+            self._marker = marker
+            self._checked = time.monotonic()
+
+    def refresh(self, conn: Connection) -> None:
+        if time.monotonic() - self._checked < _CHECK_EVERY:
+            return
+        self._checked = time.monotonic()
+        if self._current_marker(conn) != self._marker:
+            self.load(conn)
+
+    # -- interceptor -------------------------------------------------------------------------------
+
+    def before(self, ctx: Context) -> None:
+        if ctx.parent is None:
+            self.refresh(ctx.conn)
+        i = ctx.interaction
+        if i.res_type != SEARCH_PARAMETER:
+            return
+        if i.kind in (CREATE, UPDATE) and isinstance(i.body, dict) and _usable(i.body):
+            self._scratch().add(i.body)  # raises a 400 for an unusable parameter, before any write
+        if i.kind in (UPDATE, PATCH, DELETE) and i.res_id:
+            old = ctx.repo.current(SEARCH_PARAMETER, i.res_id)
+            if old is not None and not old.deleted:
+                ctx.facts["old-search-parameter"] = old.resource()
+
+    def after(self, ctx: Context, result: Result) -> None:
+        i = ctx.interaction
+        if i.res_type != SEARCH_PARAMETER or i.kind not in (CREATE, UPDATE, PATCH, DELETE):
+            return
+        old = ctx.facts.get("old-search-parameter")
+        stored = result.stored
+        new = stored.resource() if stored is not None and not stored.deleted else None
+        if new is not None and not _usable(new):
+            new = None
+        if old == new:
+            return
+        scratch = self._scratch(without=old.get("url") if old else None)
+        if new is not None:
+            scratch.add(new)  # a patch can make a parameter unusable: 400, and the write rolls back
+        affected = {(base, res["code"]) for res in (old, new) if res for base in res.get("base", [])}
+        for base, code in sorted(affected):
+            # Whatever indexed (base, code) before, what the registry now says replaces it.
+            _drop(ctx.conn, base, code)
+            param = (
+                scratch.get(base, code)
+                if base not in ("Resource", "DomainResource")
+                else scratch.by_url((new or old or {}).get("url", ""))
+            )
+            if param is not None and param.indexed:
+                reindex(ctx.conn, scratch, param, [base])
+        ctx.on_commit(lambda: self._reload_after_commit(ctx))
+
+    def failed(self, ctx: Context, error: FhirError) -> None:
+        return None
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _scratch(self, without: str | None = None) -> Registry:
+        """A registry with the standard and the current custom parameters, to try a change on."""
+        scratch = Registry.load()
+        for url, res in self.sources.items():
+            if url != without:
+                scratch.add(res)
+        return scratch
+
+    def _reload_after_commit(self, ctx: Context) -> None:
+        with ctx.services.db.transaction() as conn:
+            self.load(conn)
+        ctx.services.search_params_changed()
+
+
+def _types_clause(base: str) -> Any:
+    if base in ("Resource", "DomainResource"):
+        return resource.c.res_type.is_not(None)
+    return resource.c.res_type == base
+
+
+def _drop(conn: Connection, base: str, code: str) -> None:
+    for table in INDEX_TABLES.values():
+        scope = table.c.param == code
+        if base not in ("Resource", "DomainResource"):
+            scope = scope & (table.c.res_type == base)
+        conn.execute(delete(table).where(scope))
+
+
+def reindex(conn: Connection, registry: Registry, param: SearchParam, bases: list[str] | None = None) -> int:
+    """Index the current resources of the parameter's base types for this one parameter."""
+    codes = frozenset({param.code})
+    written = 0
+    for base in bases or list(param.base):
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(resource.c.pk, resource.c.content)
+                .where(_types_clause(base), resource.c.is_current, not_(resource.c.deleted), resource.c.pk > last)
+                .order_by(resource.c.pk)
+                .limit(_BATCH)
+            ).all()
+            if not rows:
+                break
+            collected: dict[str, list[tuple[Any, ...]]] = {}
+            for pk, content in rows:
+                bulk.collect_index_rows(pk, extract_tuples(orjson.loads(content), registry, codes), collected)
+            written += bulk.flush_index_rows(conn, collected)
+            last = rows[-1][0]
+    return written

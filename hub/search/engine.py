@@ -1,0 +1,332 @@
+"""The search engine: runs a parsed query as SQL, pages with keyset cursors, adds _include and
+_revinclude, and builds the searchset Bundle. One engine serves type, system and compartment
+search, conditional interactions and $everything."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, false, func, or_, select, tuple_
+
+from hub.api.paging import bundle, decode_cursor, encode_cursor, full_url
+from hub.fhirmodel.structure import structure
+from hub.formats.outcome import invalid, not_found, operation_outcome
+from hub.formats.subset import parse_summary
+from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
+from hub.search.planner import Planner, ReferenceValues, base_select
+from hub.search.query import Clause, Include, QueryParser, SearchQuery
+from hub.store.repository import Stored
+from hub.store.tables import idx_reference, resource
+
+MAX_INCLUDES = 1000  # included resources per page, against runaway :iterate
+MAX_MATCH = 1000  # conditional interactions look at no more than this many matches
+
+
+@dataclass
+class Page:
+    matches: list[Stored]
+    included: list[Stored]
+    total: int | None
+    next_cursor: str | None
+    prev_cursor: str | None
+    query: SearchQuery
+
+
+class SearchEngine:
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    # -- capability -----------------------------------------------------------------------------
+
+    def includes_for(self, rt: str) -> list[str]:
+        return ["*", *sorted(f"{rt}:{p.code}" for p in self.registry.for_type(rt) if p.type == "reference")]
+
+    def revincludes_for(self, rt: str) -> list[str]:
+        """Every SourceType:param whose reference can point at `rt`."""
+        found = {
+            f"{base}:{p.code}"
+            for p in self.registry.all()
+            if p.type == "reference" and rt in p.targets
+            for base in p.base
+            if structure().is_resource_type(base)
+        }
+        return ["*", *sorted(found)]
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def parser(self, ctx: Context, strict: bool | None = None) -> QueryParser:
+        settings = ctx.services.settings
+        if strict is None:
+            strict = ctx.interaction.prefer_handling == "strict"
+        return QueryParser(self.registry, strict, settings.default_page_size, settings.max_page_size)
+
+    def match(self, ctx: Context, res_type: str, params: list[tuple[str, str]]) -> list[Stored]:
+        """Current resources matching criteria, for conditional interactions (always strict: an
+        ignored unknown parameter would widen a conditional delete to everything)."""
+        query = self.parser(ctx, strict=True).parse([res_type], params)
+        if query.includes or query.sort:
+            raise invalid("Conditional criteria take filter parameters only")
+        stmt = self._filtered([res_type], query.clauses, ctx).order_by(resource.c.res_id).limit(MAX_MATCH)
+        pks = [row[0] for row in ctx.conn.execute(stmt)]
+        return [s for s in ctx.repo.by_pks(pks) if ctx.shows(s)]
+
+    def search(self, ctx: Context) -> dict[str, Any]:
+        """The searchset Bundle for a type, system or compartment search."""
+        i = ctx.interaction
+        types = self._types(ctx)
+        query = self.parser(ctx).parse(types, i.params)
+        parse_summary(query.summary)
+        extra: list[Any] = []
+        if i.kind == SEARCH_COMPARTMENT:
+            extra.append(self._compartment(ctx, types))
+        page = self.run(ctx, types, query, extra)
+        return self.bundle(ctx, page)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def _types(self, ctx: Context) -> list[str]:
+        i = ctx.interaction
+        if i.kind == SEARCH_COMPARTMENT:
+            return [i.compartment_type or ""]
+        if i.kind == SEARCH_SYSTEM:
+            wanted = [t for v in (v for k, v in i.params if k == "_type") for t in v.split(",") if t]
+            for t in wanted:
+                if not structure().is_resource_type(t):
+                    raise invalid(f"_type: unknown resource type {t!r}", "_type")
+            return wanted or sorted(structure().resource_types)
+        return [i.res_type or ""]
+
+    def _compartment(self, ctx: Context, types: list[str]) -> Any:
+        i = ctx.interaction
+        owner_type, owner_id = i.res_type or "", i.res_id or ""
+        params = self.registry.compartment_params(owner_type, types[0])
+        if not params:
+            raise invalid(f"{types[0]} is not in the {owner_type} compartment")
+        owner = ctx.repo.current(owner_type, owner_id)
+        if owner is None or owner.deleted or not ctx.shows(owner):
+            raise not_found(f"{owner_type}/{owner_id} is not known")
+        sub = select(idx_reference.c.resource_pk).where(
+            idx_reference.c.res_type == types[0],
+            idx_reference.c.param.in_(params),
+            idx_reference.c.target_type == owner_type,
+            idx_reference.c.target_id == owner_id,
+            _local(ctx),
+        )
+        if owner_type == types[0] == "Patient":
+            return or_(resource.c.res_id == owner_id, resource.c.pk.in_(sub))
+        return resource.c.pk.in_(sub)
+
+    def _filtered(self, types: list[str], clauses: list[Clause], ctx: Context, extra: list[Any] | None = None) -> Any:
+        planner = Planner(self.registry, ctx.interaction.base_url)
+        stmt = base_select(types)
+        for clause in clauses:
+            stmt = stmt.where(planner.condition(clause, types))
+        for cond in extra or []:
+            stmt = stmt.where(cond)
+        for cond in ctx.facts.get("search-constraints", []):  # e.g. the patient compartment of a PGO token
+            stmt = stmt.where(cond(types))
+        return stmt
+
+    def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
+        planner = Planner(self.registry, ctx.interaction.base_url)
+        filtered = self._filtered(types, query.clauses, ctx, extra)
+        keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
+        want_total = query.total != "none" or query.summary == "count"
+        matches, total, next_cursor, prev_cursor = self.paged(ctx, filtered, keys, query.page, query.count, want_total)
+        included = self._includes(ctx, query.includes, matches) if query.includes and query.summary != "count" else []
+        return Page(matches, included, total, next_cursor, prev_cursor, query)
+
+    def paged(
+        self, ctx: Context, filtered: Any, sort: list[tuple[Any, bool]], page: str | None, count: int, want_total: bool
+    ) -> tuple[list[Stored], int | None, str | None, str | None]:
+        """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
+        with keyset cursors for the next and previous pages, and the total if wanted."""
+        keys = [*sort, (resource.c.res_type, False), (resource.c.res_id, False)]
+        stmt = filtered.add_columns(*(k.label(f"k{n}") for n, (k, _) in enumerate(keys)))
+        backwards = False
+        if page:
+            direction, values = _decode_page(page, len(keys))
+            backwards = direction == "prev"
+            stmt = stmt.where(_after([k for k, _ in keys], [d for _, d in keys], values, backwards))
+        order = []
+        for k, desc in keys:  # forward: NULLs last; backwards is the exact reverse
+            ascending = desc == backwards
+            column = k.asc() if ascending else k.desc()
+            order.append(column.nulls_first() if backwards else column.nulls_last())
+        rows = list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1))) if count > 0 else []
+        more = len(rows) > count
+        rows = rows[:count]
+        if backwards:
+            rows.reverse()
+        matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s)]
+        total = None
+        if want_total:
+            total = int(ctx.conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one())
+        next_cursor = prev_cursor = None
+        if rows:
+            last, first = rows[-1], rows[0]
+            if (more and not backwards) or (backwards and page):
+                next_cursor = _encode_page("next", [_plain(v) for v in last[1:]])
+            if (backwards and more) or (not backwards and page):
+                prev_cursor = _encode_page("prev", [_plain(v) for v in first[1:]])
+        return matches, total, next_cursor, prev_cursor
+
+    # -- includes ---------------------------------------------------------------------------------
+
+    def _includes(self, ctx: Context, includes: list[Include], matches: list[Stored]) -> list[Stored]:
+        seen = {(s.res_type, s.res_id) for s in matches}
+        out: list[Stored] = []
+        frontier = matches
+        first = True
+        while frontier and len(out) < MAX_INCLUDES:
+            wanted = [inc for inc in includes if first or inc.iterate]
+            if not wanted:
+                break
+            found: list[Stored] = []
+            for inc in wanted:
+                batch = self._revinclude(ctx, inc, frontier) if inc.reverse else self._include(ctx, inc, frontier)
+                for s in batch:
+                    key = (s.res_type, s.res_id)
+                    if key not in seen and ctx.shows(s):
+                        seen.add(key)
+                        found.append(s)
+            out.extend(found)
+            frontier = found
+            first = False
+        return out[:MAX_INCLUDES]
+
+    def _include(self, ctx: Context, inc: Include, sources: list[Stored]) -> list[Stored]:
+        r = idx_reference
+        pks = [s.pk for s in sources if inc.source_type in ("*", s.res_type)]
+        if not pks:
+            return []
+        stmt = select(r.c.target_type, r.c.target_id).where(
+            r.c.resource_pk.in_(pks), r.c.target_id.is_not(None), _local(ctx)
+        )
+        if inc.code != "*":
+            stmt = stmt.where(r.c.param == inc.code)
+        if inc.target_type:
+            stmt = stmt.where(r.c.target_type == inc.target_type)
+        keys = {(t, i) for t, i in ctx.conn.execute(stmt) if t}
+        found = ctx.repo.current_many(sorted(keys))
+        return [s for s in found.values() if not s.deleted]
+
+    def _revinclude(self, ctx: Context, inc: Include, targets: list[Stored]) -> list[Stored]:
+        r = idx_reference
+        keys = [(s.res_type, s.res_id) for s in targets if inc.target_type in (None, s.res_type)]
+        if not keys:
+            return []
+        stmt = select(r.c.resource_pk).where(tuple_(r.c.target_type, r.c.target_id).in_(keys), _local(ctx))
+        if inc.source_type != "*":
+            stmt = stmt.where(r.c.res_type == inc.source_type)
+        if inc.code != "*":
+            stmt = stmt.where(r.c.param == inc.code)
+        pks = sorted({row[0] for row in ctx.conn.execute(stmt.limit(MAX_INCLUDES))})
+        return ctx.repo.by_pks(pks)
+
+    # -- the bundle -------------------------------------------------------------------------------
+
+    def bundle(self, ctx: Context, page: Page) -> dict[str, Any]:
+        i = ctx.interaction
+        base = i.base_url
+        query = page.query
+        path = self._path(ctx)
+        echo = list(query.echo)
+        if not any(k == "_count" for k, _ in echo):
+            echo.append(("_count", str(query.count)))
+        links = {"self": _link(base, path, [*echo, *([("_page", query.page)] if query.page else [])])}
+        if query.page:
+            links["first"] = _link(base, path, echo)
+        if page.prev_cursor:
+            links["previous"] = _link(base, path, [*echo, ("_page", page.prev_cursor)])
+        if page.next_cursor:
+            links["next"] = _link(base, path, [*echo, ("_page", page.next_cursor)])
+        entries: list[dict[str, Any]] = []
+        if query.summary != "count":
+            for s in page.matches:
+                entries.append({"fullUrl": full_url(base, s), "resource": s, "search": {"mode": "match"}})
+            for s in page.included:
+                entries.append({"fullUrl": full_url(base, s), "resource": s, "search": {"mode": "include"}})
+        if query.warnings:
+            entries.append(
+                {
+                    "fullUrl": "urn:uuid:search-warnings",
+                    "resource": operation_outcome(query.warnings),
+                    "search": {"mode": "outcome"},
+                }
+            )
+        return bundle("searchset", entries, links, page.total)
+
+    @staticmethod
+    def _path(ctx: Context) -> str:
+        i = ctx.interaction
+        if i.kind == SEARCH_COMPARTMENT:
+            return f"{i.res_type}/{i.res_id}/{i.compartment_type}"
+        if i.operation:
+            return "/".join(p for p in (i.res_type, i.res_id, i.operation) if p)
+        return i.res_type or ""
+
+
+def _local(ctx: Context) -> Any:
+    """Reference index rows that point into this hub (relative, or absolute on its own base)."""
+    return ReferenceValues(ctx.interaction.base_url).local(idx_reference.c)
+
+
+def _link(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    from urllib.parse import urlencode
+
+    query = urlencode(params)
+    url = f"{base}/{path}" if path else base
+    return f"{url}?{query}" if query else url
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, dict) and "t" in value:
+        return datetime.fromisoformat(value["t"])
+    return value
+
+
+def _encode_page(direction: str, values: list[Any]) -> str:
+    return encode_cursor(direction, json.dumps(values, separators=(",", ":")))
+
+
+def _decode_page(token: str, n: int) -> tuple[str, list[Any]]:
+    direction, raw = decode_cursor(token, 2)
+    try:
+        values = [_unplain(v) for v in json.loads(raw)]
+    except (ValueError, TypeError):
+        raise invalid("The paging token is damaged", "_page") from None
+    if direction not in ("next", "prev") or len(values) != n:
+        raise invalid("The paging token does not belong to this search", "_page")
+    return direction, values
+
+
+def _after(cols: list[Any], descending: list[bool], values: list[Any], backwards: bool) -> Any:
+    """Rows strictly after the cursor row in the sort order (or strictly before it, paging back).
+
+    The order is each key ascending or descending with NULLs (missing values) last; the last keys
+    (type, id) are never NULL, so the order is total."""
+    options = []
+    for n, (col, desc, value) in enumerate(zip(cols, descending, values, strict=True)):
+        ties = [_same(c, v) for c, v in zip(cols[:n], values[:n], strict=True)]
+        if not backwards:
+            if value is None:
+                continue  # nothing sorts after NULL at this key; only ties go on
+            step = or_(col < value if desc else col > value, col.is_(None))
+        else:
+            step = col.is_not(None) if value is None else (col > value if desc else col < value)
+        options.append(and_(*ties, step))
+    return or_(*options) if options else false()
+
+
+def _same(col: Any, value: Any) -> Any:
+    return col.is_(None) if value is None else col == value

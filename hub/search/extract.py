@@ -1,0 +1,695 @@
+"""Search-index rows for one resource, per index table (http://hl7.org/fhir/R4/search.html).
+
+`extract(resource)` evaluates every indexed search parameter of the resource's type and converts the
+typed values into rows for the idx_* tables (hub/store/tables.py); the caller adds `resource_pk`.
+Everything is prepared once per resource type (a plan of compiled expressions and converters), so a
+call does no parsing. Conventions the search side must share:
+
+- string: `value` is `normalize_string()`d (accents removed, case folded, whitespace collapsed; at most
+  MAX_STRING chars so it fits a btree index), `exact` is the original text.
+- token: codes keep their case. Coding.display / CodeableConcept.text / Identifier.type.text go to
+  `text`, normalised (a coding without display takes the CodeableConcept.text); a text that no
+  coding row carries gets a row of its own (system and code NULL).
+  ContactPoint: system = ContactPoint.system (`phone`, `email`, ...), code = its value. Booleans are
+  "true" / "false".
+- reference: relative `Type/id[/_history/v]` -> target_type/id/version with url NULL; an absolute URL
+  is kept in `url` and, when it ends in `/Type/id[/_history/v]`, ALSO parsed into target_* (the
+  search side decides whether its base is local); `urn:` and other references only in `url`;
+  canonical `url|version` -> url + target_version; contained `#x` references are not indexed;
+  Reference.identifier -> id_system/id_value. A parameter's `target` types are respected.
+- date: [low, high] in ms since the epoch UTC, both inclusive, covering the stated precision
+  ("2020" is the whole year, "...T10:00:00+01:00" that second: 09:00:00.000Z-09:00:00.999Z, ".5"
+  a tenth of a second). Dates without a time zone are taken as UTC. Open Period ends are
+  MIN_MS / MAX_MS. Timing covers its outer limits (events and repeat.boundsPeriod).
+- number / quantity: value and the range its stated precision implies (100 -> [99.5, 100.5],
+  1.50 -> [1.495, 1.505] when the decimal kept its text, as from XML; a JSON float 1.5 -> [1.45, 1.55]).
+  Open ends (Range without low/high, Quantity.comparator `<`/`>`) are NUM_MIN / NUM_MAX (infinities).
+  Money indexes currency as code with system urn:iso:std:iso:4217.
+- composite: one row per element instance and combination of its component values; c1 from the
+  first component (token; a reference as "Type/id"), c2 by the second component's type, c3 numeric.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from itertools import product
+from typing import Any
+
+from hub.fhirmodel.structure import structure
+from hub.search.fhirpath import ANY, Evaluator, FhirPathError, Node, compile_expression, parse_reference
+from hub.search.registry import Registry, SearchParam, default_registry
+
+log = logging.getLogger(__name__)
+
+MIN_MS = -62135596800000  # 0001-01-01T00:00:00.000Z: the low end of a Period without start
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: the high end of a Period without end
+NUM_MIN = float("-inf")
+NUM_MAX = float("inf")
+MAX_STRING = 500  # normalised string values are cut here: PostgreSQL btree entries must stay < 2704 bytes
+MAX_TOKEN = 1000  # codes, systems, uris and urls longer than this are cut for the same reason
+ISO4217 = "urn:iso:std:iso:4217"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "string": ("value", "exact"),
+    "token": ("system", "code", "text", "type_system", "type_code"),
+    "reference": ("target_type", "target_id", "target_version", "url", "id_system", "id_value"),
+    "date": ("low", "high"),
+    "number": ("value", "low", "high"),
+    "quantity": ("system", "code", "unit", "value", "low", "high"),
+    "uri": ("value",),
+    "composite": (
+        "c1_system",
+        "c1_code",
+        "c2_system",
+        "c2_code",
+        "c2_low",
+        "c2_high",
+        "c2_text",
+        "c2_dlow",
+        "c2_dhigh",
+        "c3_low",
+        "c3_high",
+    ),
+}
+
+Row = tuple[Any, ...]  # the table's COLUMNS in order
+Converter = Callable[[Any, "PlanEntry"], Iterable[Row]]
+
+
+# ------------------------------------------------------------------------------------------ strings
+
+
+def normalize_string(text: str) -> str:
+    """The form string search compares: accents removed, case folded, whitespace collapsed."""
+    if text.isascii():
+        return " ".join(text.lower().split())[:MAX_STRING]
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())[:MAX_STRING]
+
+
+def _str_rows(values: Iterable[Any]) -> list[Row]:
+    return [(normalize_string(v), v) for v in values if isinstance(v, str) and v.strip()]
+
+
+def _string_primitive(value: Any, entry: PlanEntry) -> list[Row]:
+    return _str_rows((value,))
+
+
+def _parts(value: dict[str, Any], single: tuple[str, ...], lists: tuple[str, ...]) -> list[Any]:
+    out = [value.get(k) for k in single]
+    for k in lists:
+        out.extend(value.get(k) or ())
+    return out
+
+
+def _human_name(value: Any, entry: PlanEntry) -> list[Row]:
+    return _str_rows(_parts(value, ("family", "text"), ("given", "prefix", "suffix")))
+
+
+def _address(value: Any, entry: PlanEntry) -> list[Row]:
+    keys = ("city", "district", "state", "postalCode", "country", "text")
+    return _str_rows(_parts(value, keys, ("line",)))
+
+
+# ------------------------------------------------------------------------------------------ tokens
+
+
+def _cut(s: Any) -> str | None:
+    return s[:MAX_TOKEN] if isinstance(s, str) and s else None
+
+
+def _norm_or_none(s: Any) -> str | None:
+    return normalize_string(s) or None if isinstance(s, str) else None
+
+
+def _token_primitive(value: Any, entry: PlanEntry) -> list[Row]:
+    if value is True or value is False:
+        return [(None, "true" if value else "false", None, None, None)]
+    code = _cut(value if isinstance(value, str) else str(value))
+    return [(None, code, None, None, None)] if code else []
+
+
+def _coding_row(coding: Any, fallback_text: str | None = None) -> Row | None:
+    if type(coding) is not dict:
+        return None
+    code = _cut(coding.get("code"))
+    text = _norm_or_none(coding.get("display")) or fallback_text
+    if code is None and text is None:
+        return None
+    return (_cut(coding.get("system")), code, text, None, None)
+
+
+def _coding(value: Any, entry: PlanEntry) -> list[Row]:
+    row = _coding_row(value)
+    return [row] if row else []
+
+
+def _codeable_concept(value: Any, entry: PlanEntry) -> list[Row]:
+    text = _norm_or_none(value.get("text"))
+    rows = [r for c in value.get("coding") or () if (r := _coding_row(c, text)) is not None]
+    if text and all(r[2] != text for r in rows):
+        rows.append((None, None, text, None, None))
+    return rows
+
+
+def _identifier(value: Any, entry: PlanEntry) -> list[Row]:
+    system, code = _cut(value.get("system")), _cut(value.get("value"))
+    if code is None and system is None:
+        return []
+    id_type = value.get("type") or {}
+    text = _norm_or_none(id_type.get("text"))
+    types = [(c.get("system"), c.get("code")) for c in id_type.get("coding") or () if type(c) is dict]
+    if not types:
+        return [(system, code, text, None, None)]
+    return [(system, code, text, _cut(ts), _cut(tc)) for ts, tc in types]
+
+
+def _contact_point(value: Any, entry: PlanEntry) -> list[Row]:
+    code = _cut(value.get("value"))
+    return [(_cut(value.get("system")), code, None, None, None)] if code else []
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+def _split_canonical(url: str) -> tuple[str, str | None]:
+    base, sep, version = url.partition("|")
+    return base, (version or None) if sep else None
+
+
+def _literal_reference(ref: str) -> Row:
+    """Row columns for the text of a literal reference (see the module docstring)."""
+    parsed = parse_reference(ref)
+    absolute = "://" in ref or ref.startswith("urn:")
+    url = _cut(ref) if absolute or parsed is None else None
+    if parsed is None:
+        return (None, None, None, url, None, None)
+    return (parsed[0], parsed[1], parsed[2], url, None, None)
+
+
+def _reference(value: Any, entry: PlanEntry) -> list[Row]:
+    ref = value.get("reference")
+    ident = value.get("identifier")
+    id_system = id_value = None
+    if type(ident) is dict:
+        id_system, id_value = _cut(ident.get("system")), _cut(ident.get("value"))
+    if isinstance(ref, str) and ref and not ref.startswith("#"):
+        row = _literal_reference(ref)
+        target_type = row[0] or value.get("type")
+    elif id_value is not None:
+        row = (value.get("type"), None, None, None, None, None)
+        target_type = value.get("type")
+    else:
+        return []  # contained, or only a display
+    if entry.targets and target_type and target_type not in entry.targets:
+        return []
+    return [(*row[:4], id_system, id_value)]
+
+
+def _canonical_ref(value: Any, entry: PlanEntry) -> list[Row]:
+    if not isinstance(value, str) or not value or value.startswith("#"):
+        return []
+    url, version = _split_canonical(value)
+    return [(None, None, _cut(version), _cut(url), None, None)]
+
+
+def _uri_ref(value: Any, entry: PlanEntry) -> list[Row]:
+    return [(None, None, None, _cut(value), None, None)] if isinstance(value, str) and value else []
+
+
+def _attachment_ref(value: Any, entry: PlanEntry) -> list[Row]:
+    return _uri_ref(value.get("url"), entry)
+
+
+def _resource_ref(value: Any, entry: PlanEntry) -> list[Row]:
+    """A resource in place of a reference (Bundle.entry[0].resource for Bundle `composition`)."""
+    rt, rid = value.get("resourceType"), value.get("id")
+    if not isinstance(rt, str) or not isinstance(rid, str):
+        return []
+    if entry.targets and rt not in entry.targets:
+        return []
+    return [(rt, rid, None, None, None, None)]
+
+
+# ------------------------------------------------------------------------------------------ dates
+
+_DATE_RE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+_DAY_MS = 86_400_000
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _month_days(y: int, m: int) -> int:
+    if m == 2 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):
+        return 29
+    return _MONTH_DAYS[m - 1]
+
+
+@lru_cache(maxsize=65536)
+def date_range(text: str) -> tuple[int, int] | None:
+    """[low, high] ms UTC covered by a FHIR date / dateTime / instant at its precision; None if invalid."""
+    m = _DATE_RE.match(text.strip())
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, tz = m.groups()
+    y = int(year)
+    mo = int(month) if month else 1
+    d = int(day) if day else 1
+    if not (1 <= mo <= 12 and 1 <= d <= _month_days(y, mo)):
+        return None
+    low = _days_from_civil(y, mo, d) * _DAY_MS
+    if hour is None:
+        if month is None:
+            end = _days_from_civil(y + 1, 1, 1) * _DAY_MS
+        elif day is None:
+            end = _days_from_civil(y + (mo == 12), mo % 12 + 1, 1) * _DAY_MS
+        else:
+            end = low + _DAY_MS
+        return low, end - 1
+    h, mi, s = int(hour), int(minute), min(int(second or 0), 59)  # a leap second counts as :59
+    if h > 23 or mi > 59:
+        return None
+    low += ((h * 60 + mi) * 60 + s) * 1000
+    if tz and tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        low -= sign * (int(tz[1:3]) * 60 + int(tz[4:6])) * 60_000
+    if second is None:
+        width = 60_000
+    elif frac is None:
+        width = 1000
+    else:
+        digits = frac[:3]
+        low += int(digits.ljust(3, "0"))
+        width = 10 ** (3 - len(digits))
+    return low, low + width - 1
+
+
+def _date_primitive(value: Any, entry: PlanEntry) -> list[Row]:
+    r = date_range(value) if isinstance(value, str) else None
+    return [r] if r else []
+
+
+def _bound(text: Any, index: int, default: int) -> int | None:
+    if text is None:
+        return default
+    r = date_range(text) if isinstance(text, str) else None
+    return r[index] if r else None
+
+
+def _period_range(value: Any) -> Row | None:
+    start, end = value.get("start"), value.get("end")
+    if start is None and end is None:
+        return None
+    low, high = _bound(start, 0, MIN_MS), _bound(end, 1, MAX_MS)
+    if low is None or high is None:
+        return None
+    return (low, high)
+
+
+def _period(value: Any, entry: PlanEntry) -> list[Row]:
+    r = _period_range(value)
+    return [r] if r else []
+
+
+def _timing(value: Any, entry: PlanEntry) -> list[Row]:
+    ranges = [r for e in value.get("event") or () if isinstance(e, str) and (r := date_range(e))]
+    bounds = (value.get("repeat") or {}).get("boundsPeriod")
+    if type(bounds) is dict and (b := _period_range(bounds)):
+        ranges.append(b)
+    if not ranges:
+        return []
+    return [(min(r[0] for r in ranges), max(r[1] for r in ranges))]
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+
+@lru_cache(maxsize=65536)
+def _decimal_range(text: str) -> tuple[float, float, float] | None:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        return None
+    exponent = d.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN / Infinity
+        return None
+    half = Decimal(5).scaleb(exponent - 1)
+    return float(d), float(d - half), float(d + half)
+
+
+def number_range(value: Any) -> tuple[float, float, float] | None:
+    """(value, low, high): the number and the interval its stated precision implies."""
+    if type(value) is bool or not isinstance(value, (int, float, Decimal)):
+        return None
+    return _decimal_range(repr(value) if type(value) is float else str(value))
+
+
+def _number_primitive(value: Any, entry: PlanEntry) -> list[Row]:
+    r = number_range(value)
+    return [r] if r else []
+
+
+def _range_bounds(value: Any) -> tuple[dict[str, Any], float, float, float] | None:
+    """For a Range: (the quantity giving units, value, low, high); open ends are infinite."""
+    low_q, high_q = value.get("low") or {}, value.get("high") or {}
+    lo, hi = number_range(low_q.get("value")), number_range(high_q.get("value"))
+    if lo is None and hi is None:
+        return None
+    unit_q = low_q if lo is not None else high_q
+    v = lo[0] if lo is not None else hi[0]  # type: ignore[index]
+    return unit_q, v, lo[1] if lo else NUM_MIN, hi[2] if hi else NUM_MAX
+
+
+def _number_range_type(value: Any, entry: PlanEntry) -> list[Row]:
+    b = _range_bounds(value)
+    return [(b[1], b[2], b[3])] if b else []
+
+
+def _quantity(value: Any, entry: PlanEntry) -> list[Row]:
+    r = number_range(value.get("value"))
+    if r is None:
+        return []
+    v, low, high = r
+    comparator = value.get("comparator")
+    if comparator in ("<", "<="):
+        low = NUM_MIN
+    elif comparator in (">", ">="):
+        high = NUM_MAX
+    return [(_cut(value.get("system")), _cut(value.get("code")), _cut(value.get("unit")), v, low, high)]
+
+
+def _money(value: Any, entry: PlanEntry) -> list[Row]:
+    r = number_range(value.get("value"))
+    if r is None:
+        return []
+    currency = _cut(value.get("currency"))
+    return [(ISO4217 if currency else None, currency, currency, *r)]
+
+
+def _quantity_range(value: Any, entry: PlanEntry) -> list[Row]:
+    b = _range_bounds(value)
+    if b is None:
+        return []
+    q = b[0]
+    return [(_cut(q.get("system")), _cut(q.get("code")), _cut(q.get("unit")), b[1], b[2], b[3])]
+
+
+def _quantity_number(value: Any, entry: PlanEntry) -> list[Row]:
+    r = number_range(value)
+    return [(None, None, None, *r)] if r else []
+
+
+# ------------------------------------------------------------------------------------------ uris
+
+
+def _uri(value: Any, entry: PlanEntry) -> list[Row]:
+    return [(_cut(value),)] if isinstance(value, str) and value else []
+
+
+# ------------------------------------------------------------------------------------------ converters
+
+_STRINGS = ("string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid")
+_QUANTITIES = ("Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity", "MoneyQuantity")
+_NUMBERS = ("decimal", "integer", "positiveInt", "unsignedInt")
+
+CONVERTERS: dict[str, dict[str, Converter]] = {
+    "string": {
+        **dict.fromkeys(_STRINGS, _string_primitive),
+        "HumanName": _human_name,
+        "Address": _address,
+    },
+    "token": {
+        **dict.fromkeys((*_STRINGS, "boolean", *_NUMBERS), _token_primitive),
+        "Coding": _coding,
+        "CodeableConcept": _codeable_concept,
+        "Identifier": _identifier,
+        "ContactPoint": _contact_point,
+    },
+    "reference": {
+        **dict.fromkeys(sorted(structure().resource_types), _resource_ref),
+        "Reference": _reference,
+        "canonical": _canonical_ref,
+        "uri": _uri_ref,
+        "url": _uri_ref,
+        "Attachment": _attachment_ref,
+    },
+    "date": {
+        **dict.fromkeys(("date", "dateTime", "instant", "string"), _date_primitive),
+        "Period": _period,
+        "Timing": _timing,
+    },
+    "number": {**dict.fromkeys(_NUMBERS, _number_primitive), "Range": _number_range_type},
+    "quantity": {
+        **dict.fromkeys(_QUANTITIES, _quantity),
+        **dict.fromkeys(_NUMBERS, _quantity_number),
+        "Money": _money,
+        "Range": _quantity_range,
+    },
+    "uri": dict.fromkeys(("uri", "url", "canonical", "oid", "uuid", "string"), _uri),
+}
+
+
+def indexable_types(search_type: str) -> frozenset[str]:
+    """FHIR types a parameter of this search type can index (registry validation uses it)."""
+    return frozenset(CONVERTERS.get(search_type, {}))
+
+
+# ------------------------------------------------------------------------------------------ composites
+
+_COMPOSITE_INDEX = {name: i for i, name in enumerate(COLUMNS["composite"])}
+Parts = dict[str, Any]  # composite column name -> value, from one component value
+
+
+def _c1(search_type: str) -> Callable[[Node, PlanEntry], list[Parts]]:
+    """Columns from the first component: a token's system|code, or a reference as "Type/id" (or its url)."""
+
+    def run(node: Node, entry: PlanEntry) -> list[Parts]:
+        rows = _convert(search_type, node, entry)
+        if search_type == "reference":
+            return [{"c1_code": c} for r in rows if (c := _ref_code(r))]
+        return [{"c1_system": r[0], "c1_code": r[1]} for r in rows if r[1] is not None]
+
+    return run
+
+
+def _ref_code(row: Row) -> str | None:
+    return f"{row[0]}/{row[1]}" if row[0] and row[1] else row[3]
+
+
+def _c2(search_type: str) -> Callable[[Node, PlanEntry], list[Parts]]:
+    """Columns from the second component, by its search type (a quantity's unit stands in for a missing code)."""
+
+    def run(node: Node, entry: PlanEntry) -> list[Parts]:
+        rows = _convert(search_type, node, entry)
+        if search_type == "token":
+            return [{"c2_system": r[0], "c2_code": r[1]} for r in rows if r[1] is not None]
+        if search_type == "quantity":
+            return [{"c2_system": r[0], "c2_code": r[1] or r[2], "c2_low": r[4], "c2_high": r[5]} for r in rows]
+        if search_type == "number":
+            return [{"c2_low": r[1], "c2_high": r[2]} for r in rows]
+        if search_type == "date":
+            return [{"c2_dlow": r[0], "c2_dhigh": r[1]} for r in rows]
+        if search_type == "string":
+            return [{"c2_text": r[0]} for r in rows]
+        if search_type == "reference":
+            return [{"c2_code": c} for r in rows if (c := _ref_code(r))]
+        if search_type == "uri":
+            return [{"c2_code": r[0]} for r in rows]
+        return []
+
+    return run
+
+
+def _c3(search_type: str) -> Callable[[Node, PlanEntry], list[Parts]]:
+    """Columns from the third component: numbers only (MolecularSequence coordinates)."""
+
+    def run(node: Node, entry: PlanEntry) -> list[Parts]:
+        if search_type not in ("number", "quantity"):
+            return []
+        return [{"c3_low": r[-2], "c3_high": r[-1]} for r in _convert(search_type, node, entry)]
+
+    return run
+
+
+def _convert(search_type: str, node: Node, entry: PlanEntry) -> list[Row]:
+    conv = CONVERTERS.get(search_type, {}).get(node[1])
+    return list(conv(node[0], entry)) if conv is not None else []
+
+
+def _composite(entry: PlanEntry, nodes: list[Node], root: Node) -> list[Row]:
+    """One row per element instance and combination of its components' values; none if a component is empty."""
+    rows: list[Row] = []
+    for node in nodes:
+        parts: list[list[Parts]] = []
+        for evaluator, conv in entry.components:
+            values = [v for n in evaluator.on([node], root) for v in conv(n, entry)]
+            if not values:
+                break
+            parts.append(values)
+        else:
+            for combo in product(*parts):
+                row: list[Any] = [None] * len(_COMPOSITE_INDEX)
+                for columns in combo:
+                    for name, value in columns.items():
+                        row[_COMPOSITE_INDEX[name]] = value
+                rows.append(tuple(row))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+@dataclass(slots=True)
+class PlanEntry:
+    """One indexed parameter of one resource type, ready to run."""
+
+    code: str
+    table: str
+    evaluator: Evaluator
+    converters: dict[str, Converter]
+    targets: frozenset[str]
+    components: tuple[tuple[Evaluator, Callable[[Node, PlanEntry], list[Parts]]], ...] = ()
+
+
+def plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
+    """The precompiled indexing plan for a resource type (cached on the registry)."""
+    cached = registry.plans.get(resource_type)
+    if cached is None:
+        cached = registry.plans[resource_type] = _build_plan(resource_type, registry)
+    return cached
+
+
+def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
+    entries: list[PlanEntry] = []
+    for param in registry.for_type(resource_type):
+        code = param.code
+        if not param.indexed:
+            continue
+        base = resource_type if resource_type in param.base else next(b for b in param.base if b != resource_type)
+        try:
+            evaluator = param.extractor(base)
+        except FhirPathError as exc:
+            log.warning("search parameter %s is not indexed for %s: %s", param.url, resource_type, exc)
+            continue
+        if evaluator is None:
+            continue
+        components = _components(param, evaluator, resource_type, registry) if param.type == "composite" else ()
+        if param.type == "composite" and not components:
+            continue
+        entries.append(
+            PlanEntry(
+                code=code,
+                table=param.type,
+                evaluator=evaluator,
+                converters=CONVERTERS.get(param.type, {}),
+                targets=frozenset(param.targets),
+                components=components,
+            )
+        )
+    return entries
+
+
+def _components(
+    param: SearchParam, evaluator: Evaluator, resource_type: str, registry: Registry
+) -> tuple[tuple[Evaluator, Callable[[Node, PlanEntry], list[Parts]]], ...]:
+    out: list[tuple[Evaluator, Callable[[Node, PlanEntry], list[Parts]]]] = []
+    context = evaluator.types - {ANY} or {resource_type}
+    for i, (definition, expression) in enumerate(param.components[:3]):
+        component = registry.by_url(definition)
+        if component is None:
+            log.warning("composite %s: unknown component %s", param.url, definition)
+            return ()
+        try:
+            ev = compile_expression(expression, context, root_type=resource_type)
+        except FhirPathError as exc:
+            log.warning("composite %s: component %r: %s", param.url, expression, exc)
+            return ()
+        conv = (_c1, _c2, _c3)[i](_component_type(component.type, ev.types))
+        out.append((ev, conv))
+    return tuple(out)
+
+
+def _component_type(declared: str, value_types: frozenset[str]) -> str:
+    """The declared search type of a component, unless it cannot index what the expression gives.
+
+    R4's DocumentReference `relationship` names its definitions the wrong way round (relatesto, a
+    reference, for `code`; relation, a token, for `target`): there the values' own type decides.
+    """
+    if ANY in value_types or value_types & indexable_types(declared):
+        return declared
+    for kind in ("token", "reference", "quantity", "date", "number", "string", "uri"):
+        if value_types & indexable_types(kind):
+            return kind
+    return declared
+
+
+# ------------------------------------------------------------------------------------------ extract
+
+
+def extract_tuples(
+    resource: dict[str, Any], registry: Registry | None = None, codes: frozenset[str] | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Index rows for `resource` by table name, each a tuple (res_type, param, *COLUMNS[table]).
+
+    The write path inserts these as they are; identical rows of one parameter appear once. `codes`
+    limits extraction to some parameters (re-indexing after a new SearchParameter).
+    """
+    reg = registry or default_registry()
+    rt = resource["resourceType"]
+    root: Node = (resource, rt)
+    focus = [root]
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for entry in plan(rt, reg):
+        if codes is not None and entry.code not in codes:
+            continue
+        try:
+            nodes = entry.evaluator.fn(focus, root)
+            if not nodes:
+                continue
+            rows = _rows(entry, nodes, root)
+        except (FhirPathError, AttributeError, TypeError) as exc:
+            # Malformed content must not fail the write; the parameter just finds nothing for it.
+            log.warning("%s/%s: cannot index %s: %s", rt, resource.get("id"), entry.code, exc)
+            continue
+        if rows:
+            prefix = (rt, entry.code)
+            out.setdefault(entry.table, []).extend(prefix + row for row in dict.fromkeys(rows))
+    return out
+
+
+def extract(resource: dict[str, Any], registry: Registry | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The same rows as dicts with res_type, param and the table's named columns (for tests and tools)."""
+    return {
+        table: [dict(zip(("res_type", "param", *COLUMNS[table]), row, strict=True)) for row in rows]
+        for table, rows in extract_tuples(resource, registry).items()
+    }
+
+
+def _rows(entry: PlanEntry, nodes: list[Node], root: Node) -> list[Row]:
+    if entry.components:
+        return _composite(entry, nodes, root)
+    rows: list[Row] = []
+    converters = entry.converters
+    for value, typ in nodes:
+        conv = converters.get(typ)
+        if conv is not None:
+            rows.extend(conv(value, entry))
+    return rows

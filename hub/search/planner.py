@@ -1,0 +1,439 @@
+"""SQL for FHIR search: a parsed query becomes one SELECT over `resource` and the index tables.
+
+Each clause is a semi-join `resource.pk IN (SELECT resource_pk FROM idx_x WHERE res_type = ? AND
+param = ? AND <value test>)`, which both SQLite and PostgreSQL turn into an index range scan on
+(res_type, param, value) followed by a probe of the resource primary key. OR'ed values go into one
+subquery; AND'ed clauses are separate semi-joins. Chains and _has nest the same construction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement as Col
+
+from hub.formats.dates import parse_range
+from hub.formats.outcome import FhirError
+from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
+from hub.store.tables import (
+    idx_composite,
+    idx_date,
+    idx_number,
+    idx_quantity,
+    idx_reference,
+    idx_string,
+    idx_token,
+    idx_uri,
+    resource,
+)
+
+EPOCH = datetime(1970, 1, 1)
+
+
+def normalise(text: str) -> str:
+    from hub.search.extract import normalize_string
+
+    return normalize_string(text)
+
+
+def to_ms(ts: datetime) -> int:
+    """Naive UTC datetime -> ms since the epoch (floor), as the date index stores it."""
+    delta = ts - EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and not value[2].isalpha():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+# -- value tests per index table ------------------------------------------------------------------
+
+
+def _string(clause: Clause, value: str) -> Col[bool]:
+    v = unescape(value)
+    if clause.modifier == "exact":
+        return idx_string.c.exact == v
+    norm = _like_escape(normalise(v))
+    if clause.modifier == "contains":
+        return idx_string.c.value.like(f"%{norm}%", escape="\\")
+    return idx_string.c.value.like(f"{norm}%", escape="\\")
+
+
+def _token(clause: Clause, value: str, *, prefix: str = "") -> Col[bool]:
+    t = idx_token
+    if clause.modifier == "text":
+        return t.c.text.like(f"{_like_escape(normalise(unescape(value)))}%", escape="\\")
+    if clause.modifier == "of-type":
+        parts = [unescape(p) for p in split_unescaped(value, "|")]
+        if len(parts) != 3 or not all(parts):
+            raise FhirError(400, "invalid", f"{clause.name}={value}: :of-type takes system|code|value", clause.name)
+        return and_(t.c.type_system == parts[0], t.c.type_code == parts[1], t.c.code == parts[2])
+    parts = split_unescaped(value, "|", 1)
+    if len(parts) == 1:
+        return t.c.code == unescape(parts[0])
+    system, code = unescape(parts[0]), unescape(parts[1])
+    if system == "":
+        return and_(t.c.code == code, t.c.system.is_(None))
+    if code == "":
+        return t.c.system == system
+    return and_(t.c.code == code, t.c.system == system)
+
+
+def _number_range(text: str, name: str) -> tuple[float, float, float]:
+    """The value and the range its precision implies: 100 -> [99.5, 100.5], 1e2 likewise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise FhirError(400, "invalid", f"{name}: {text!r} is not a number", name) from None
+    mantissa = text.lower().split("e")[0]
+    exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    half = 0.5 * 10 ** (exponent - decimals)
+    return value, value - half, value + half
+
+
+def _compare(col: Any, lo: Any, hi: Any, value: Any, prefix: str, name: str) -> Col[bool]:
+    """Prefix semantics for a point value in `col` against a search range [lo, hi)."""
+    if prefix == "eq":
+        return and_(col >= lo, col < hi)
+    if prefix == "ne":
+        return or_(col < lo, col >= hi)
+    if prefix in ("gt", "sa"):
+        return col > value
+    if prefix in ("lt", "eb"):
+        return col < value
+    if prefix == "ge":
+        return col >= value
+    if prefix == "le":
+        return col <= value
+    if prefix == "ap":
+        margin = abs(value) * 0.1
+        return and_(col >= value - margin, col <= value + margin)
+    raise FhirError(400, "invalid", f"{name}: unknown prefix {prefix}", name)
+
+
+def _number(clause: Clause, value: str) -> Col[bool]:
+    prefix, text = split_prefix(value)
+    v, lo, hi = _number_range(text, clause.name)
+    return _compare(idx_number.c.value, lo, hi, v, prefix, clause.name)
+
+
+def _quantity(clause: Clause, value: str, cols: Any = None) -> Col[bool]:
+    q = cols or idx_quantity.c
+    parts = [unescape(p) for p in split_unescaped(value, "|")]
+    if len(parts) not in (1, 3):
+        raise FhirError(400, "invalid", f"{clause.name}={value}: expected [prefix]number|system|code", clause.name)
+    prefix, text = split_prefix(parts[0])
+    v, lo, hi = _number_range(text, clause.name)
+    test = _compare(q.value, lo, hi, v, prefix, clause.name)
+    if len(parts) == 3:
+        system, code = parts[1], parts[2]
+        if system:
+            test = and_(test, q.system == system, q.code == code)
+        elif code:
+            test = and_(test, or_(q.code == code, q.unit == code))
+    return test
+
+
+def date_range(value: str, name: str) -> tuple[str, int, int]:
+    prefix, text = split_prefix(value)
+    start, end = parse_range(text, name)
+    return prefix, to_ms(start), to_ms(end)
+
+
+def _date_test(low: Any, high: Any, prefix: str, ps: int, pe: int) -> Col[bool]:
+    """R4 search.html#prefix on ranges: the target [low, high] against the search [ps, pe]."""
+    contained = and_(low >= ps, high <= pe)
+    if prefix == "eq":
+        return contained
+    if prefix == "ne":
+        return not_(contained)
+    if prefix == "gt":
+        return high > pe
+    if prefix == "lt":
+        return low < ps
+    if prefix == "ge":
+        return or_(high > pe, contained)
+    if prefix == "le":
+        return or_(low < ps, contained)
+    if prefix == "sa":
+        return low > pe
+    if prefix == "eb":
+        return high < ps
+    # ap: overlaps the search range widened by 10% of its distance from now (at least a day)
+    now = to_ms(datetime.now(UTC).replace(tzinfo=None))
+    margin = max(int(abs(now - ps) * 0.1), 86_400_000)
+    return and_(low <= pe + margin, high >= ps - margin)
+
+
+def _date(clause: Clause, value: str) -> Col[bool]:
+    prefix, ps, pe = date_range(value, clause.name)
+    return _date_test(idx_date.c.low, idx_date.c.high, prefix, ps, pe)
+
+
+def _uri(clause: Clause, value: str) -> Col[bool]:
+    v = unescape(value)
+    if clause.modifier == "below":
+        return idx_uri.c.value.like(f"{_like_escape(v)}%", escape="\\")
+    if clause.modifier == "above":
+        return literal(v).like(func.replace(func.replace(idx_uri.c.value, "%", "\\%"), "_", "\\_") + "%", escape="\\")
+    return idx_uri.c.value == v
+
+
+class ReferenceValues:
+    """How a reference search value is matched: local type/id, a URL, or an identifier."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/") + "/"
+
+    def local(self, r: Any) -> Col[bool]:
+        """Index rows of relative references, or of absolute ones on this server's base.
+        (An absolute reference elsewhere also carries a parsed type/id, but it is not ours.)"""
+        return or_(r.url.is_(None), r.url.like(f"{_like_escape(self.base)}%", escape="\\"))
+
+    def test(self, clause: Clause, value: str, types: list[str]) -> Col[bool]:
+        r = idx_reference.c
+        v = unescape(value)
+        if clause.modifier == "identifier":
+            parts = [unescape(p) for p in split_unescaped(value, "|", 1)]
+            if len(parts) == 1:
+                return r.id_value == parts[0]
+            if parts[0] == "":
+                return and_(r.id_value == parts[1], r.id_system.is_(None))
+            if parts[1] == "":
+                return r.id_system == parts[0]
+            return and_(r.id_system == parts[0], r.id_value == parts[1])
+        type_mod = clause.modifier if clause.modifier and clause.modifier[0].isupper() else None
+        if v.startswith(self.base):
+            v = v[len(self.base) :]
+        if "://" in v or v.startswith("urn:"):
+            url, _, version = v.partition("|")
+            test = r.url == url
+            return and_(test, r.target_version == version) if version else test
+        segments = v.split("/")
+        if len(segments) == 1:
+            wanted = [type_mod] if type_mod else [t for t in types if t]
+            test = and_(r.target_id == v, self.local(r))
+            return and_(test, r.target_type.in_(wanted)) if wanted else test
+        if len(segments) in (2, 4) and (len(segments) == 2 or segments[2] == "_history"):
+            rt, rid = segments[0], segments[1]
+            if type_mod and type_mod != rt:
+                return false()
+            test = and_(r.target_type == rt, r.target_id == rid, self.local(r))
+            return and_(test, r.target_version == segments[3]) if len(segments) == 4 else test
+        raise FhirError(
+            400, "invalid", f"{clause.name}={value} is not a reference this server understands", clause.name
+        )
+
+
+# -- the planner ----------------------------------------------------------------------------------
+
+_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "reference": idx_reference,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "uri": idx_uri,
+    "composite": idx_composite,
+}
+
+
+class Planner:
+    def __init__(self, registry: Any, base_url: str) -> None:
+        self.registry = registry
+        self.refs = ReferenceValues(base_url)
+
+    def condition(self, clause: Clause, types: list[str], r: Any = resource) -> Col[bool]:
+        """A boolean SQL expression over the resource row `r` that holds when the clause matches."""
+        if clause.code == "_id":
+            if clause.modifier == "missing":
+                return true() if clause.values == ["false"] else false()
+            return r.c.res_id.in_(clause.values)
+        if clause.code == "_lastUpdated":
+            return or_(*(self._last_updated(clause, v, r) for v in clause.values))
+        if clause.has is not None:
+            return self._has(clause, types, r)
+        if clause.chain is not None:
+            return self._chain(clause, types, r)
+        table = _TABLES[clause.type]
+        scope = and_(
+            table.c.res_type.in_(types) if len(types) > 1 else table.c.res_type == types[0],
+            table.c.param == clause.code,
+        )
+        if clause.modifier == "missing":
+            present = r.c.pk.in_(select(table.c.resource_pk).where(scope))
+            return not_(present) if clause.values == ["true"] else present
+        if clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token":
+            raise FhirError(
+                400,
+                "not-supported",
+                f"{clause.name}: the :{clause.modifier} modifier is not supported yet",
+                clause.name,
+            )
+        tests = [self.value_test(clause, v, types) for v in clause.values]
+        sub = select(table.c.resource_pk).where(scope, or_(*tests))
+        if clause.modifier == "not":
+            return not_(r.c.pk.in_(sub))
+        return r.c.pk.in_(sub)
+
+    def value_test(self, clause: Clause, value: str, types: list[str]) -> Col[bool]:
+        t = clause.type
+        if t == "string":
+            return _string(clause, value)
+        if t == "token":
+            return _token(clause, value)
+        if t == "reference":
+            return self.refs.test(clause, value, list(clause.param.targets or []) if clause.param else [])
+        if t == "date":
+            return _date(clause, value)
+        if t == "number":
+            return _number(clause, value)
+        if t == "quantity":
+            return _quantity(clause, value)
+        if t == "uri":
+            return _uri(clause, value)
+        if t == "composite":
+            return self._composite(clause, value)
+        raise FhirError(400, "not-supported", f"{clause.name}: {t} parameters are not supported", clause.name)
+
+    def _last_updated(self, clause: Clause, value: str, r: Any) -> Col[bool]:
+        prefix, text = split_prefix(value)
+        start, end = parse_range(text, clause.name)
+        col = r.c.last_updated
+        # A stored instant is a point: [t, t].
+        return _date_test(col, col, prefix, start, end)  # type: ignore[arg-type]
+
+    def _composite(self, clause: Clause, value: str) -> Col[bool]:
+        parts = split_unescaped(value, "$")
+        components = clause.param.components
+        if len(parts) != len(components):
+            raise FhirError(
+                400, "invalid", f"{clause.name}={value}: expected {len(components)} components joined by $", clause.name
+            )
+        c = idx_composite.c
+        tests: list[ColumnElement[bool]] = []
+        for n, (part, comp) in enumerate(zip(parts, components, strict=True), 1):
+            ctype = self.registry.component_type(comp)
+            sub = Clause(clause.name, clause.code, ctype, None, [part], None)
+            if n == 1:
+                if ctype == "reference":
+                    tests.append(c.c1_code == unescape(part))
+                else:
+                    tests.append(_token_cols(sub, part, c.c1_system, c.c1_code))
+            elif n == 2:
+                tests.append(self._component2(sub, part, ctype))
+            else:
+                prefix, text = split_prefix(part)
+                v, lo, hi = _number_range(text, clause.name)
+                tests.append(_compare(c.c3_low, lo, hi, v, prefix, clause.name))
+        return and_(*tests)
+
+    def _component2(self, sub: Clause, part: str, ctype: str) -> Col[bool]:
+        c = idx_composite.c
+        if ctype == "token":
+            return _token_cols(sub, part, c.c2_system, c.c2_code)
+        if ctype in ("quantity", "number"):
+            pieces = [unescape(p) for p in split_unescaped(part, "|")]
+            prefix, text = split_prefix(pieces[0])
+            v, lo, hi = _number_range(text, sub.name)
+            test = _compare(c.c2_low, lo, hi, v, prefix, sub.name)
+            if len(pieces) == 3 and pieces[2]:
+                test = and_(test, c.c2_code == pieces[2])
+                if pieces[1]:
+                    test = and_(test, c.c2_system == pieces[1])
+            return test
+        if ctype == "date":
+            prefix, ps, pe = date_range(part, sub.name)
+            return _date_test(c.c2_dlow, c.c2_dhigh, prefix, ps, pe)
+        if ctype == "string":
+            return c.c2_text.like(f"{_like_escape(normalise(unescape(part)))}%", escape="\\")
+        raise FhirError(400, "not-supported", f"{sub.name}: composite component of type {ctype}", sub.name)
+
+    def _chain(self, clause: Clause, types: list[str], r: Any) -> Col[bool]:
+        """subject:Patient.name=x -> the reference points at a Patient that has name x."""
+        assert clause.chain is not None
+        ref = idx_reference
+        target = resource.alias()
+        options = []
+        for t in clause.chain_types:
+            inner = select(target.c.res_id).where(
+                target.c.res_type == t,
+                target.c.is_current,
+                not_(target.c.deleted),
+                self.condition(clause.chain, [t], target),
+            )
+            options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
+        sub = select(ref.c.resource_pk).where(
+            ref.c.res_type.in_(types) if len(types) > 1 else ref.c.res_type == types[0],
+            ref.c.param == clause.code,
+            or_(*options),
+        )
+        return r.c.pk.in_(sub)
+
+    def _has(self, clause: Clause, types: list[str], r: Any) -> Col[bool]:
+        """_has:Observation:patient:code=x -> an Observation with code x refers to this resource."""
+        link = clause.has
+        assert link is not None
+        ref = idx_reference
+        source = resource.alias()
+        matching = select(source.c.pk).where(
+            source.c.res_type == link.source_type,
+            source.c.is_current,
+            not_(source.c.deleted),
+            self.condition(link.inner, [link.source_type], source),
+        )
+        ids = select(ref.c.target_id).where(
+            ref.c.res_type == link.source_type,
+            ref.c.param == link.reference_code,
+            ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
+            ref.c.resource_pk.in_(matching),
+        )
+        return r.c.res_id.in_(ids)
+
+    # -- sorting --------------------------------------------------------------------------------
+
+    def sort_key(self, code: str, desc: bool, types: list[str], r: Any = resource) -> Any:
+        if code == "_id":
+            return r.c.res_id
+        if code == "_lastUpdated":
+            return r.c.last_updated
+        param = self.registry.get(types[0], code)
+        table = _TABLES[param.type]
+        if param.type == "date":
+            col = func.max(table.c.high) if desc else func.min(table.c.low)
+        elif param.type == "token":
+            col = func.min(table.c.code)
+        elif param.type == "reference":
+            col = func.min(table.c.target_id)
+        elif param.type == "composite":
+            col = func.min(table.c.c1_code)
+        else:
+            col = func.min(table.c.value)
+        return select(col).where(table.c.resource_pk == r.c.pk, table.c.param == code).scalar_subquery()
+
+
+def base_select(types: list[str], r: Any = resource) -> Select[Any]:
+    type_test = r.c.res_type.in_(types) if len(types) > 1 else r.c.res_type == types[0]
+    return select(r.c.pk).where(type_test, r.c.is_current, not_(r.c.deleted))
+
+
+def _token_cols(clause: Clause, value: str, system_col: Any, code_col: Any) -> Col[bool]:
+    parts = split_unescaped(value, "|", 1)
+    if len(parts) == 1:
+        return code_col == unescape(parts[0])
+    system, code = unescape(parts[0]), unescape(parts[1])
+    if system == "":
+        return and_(code_col == code, system_col.is_(None))
+    if code == "":
+        return system_col == system
+    return and_(code_col == code, system_col == system)

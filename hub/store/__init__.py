@@ -1,0 +1,1 @@
+"""Storage: versioned resources and their search index rows, one database transaction per interaction."""

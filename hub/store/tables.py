@@ -1,0 +1,250 @@
+"""The hub's tables (SQLAlchemy Core). Alembic migrations in `migrations/` create exactly these.
+
+`resource` keeps every version of every resource; the current one is flagged (`is_current`) and a
+partial unique index makes sure there is only one, which is also what makes concurrent writers safe:
+two transactions cannot both promote a new current version.
+
+The `idx_*` tables hold search-index rows for the *current* version of each resource, written in the
+same transaction as the resource itself (see hub/search/indexer.py). Every row carries `res_type` and
+`param` so the common search (type, parameter, value) is one index range scan.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+# Naming convention so Alembic migrations get stable constraint names on both databases.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, autoincrementing) on SQLite.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=False), nullable=False),  # UTC
+    Column("is_current", Boolean, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("method", String(8), nullable=False),  # POST | PUT | PATCH | DELETE (history request.method)
+    Column("patient_id", String(64), nullable=True),  # the Patient compartment this row belongs to
+    Column("content", LargeBinary, nullable=True),  # the resource as served (JSON bytes); NULL when deleted
+    Index("uq_resource_version", "res_type", "res_id", "version_id", unique=True),
+    Index(
+        "uq_resource_current",
+        "res_type",
+        "res_id",
+        unique=True,
+        sqlite_where=text("is_current"),
+        postgresql_where=text("is_current"),
+    ),
+    Index("ix_resource_type_updated", "res_type", "last_updated"),
+    Index("ix_resource_updated", "last_updated"),
+    Index(
+        "ix_resource_patient",
+        "patient_id",
+        "res_type",
+        sqlite_where=text("is_current"),
+        postgresql_where=text("is_current"),
+    ),
+)
+
+
+def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("resource_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(100), nullable=False),
+        *columns,
+    )
+    Index(f"ix_{name}_resource", table.c.resource_pk)
+    for cols in indexes:
+        Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
+    return table
+
+
+# string: `value` is normalised (lower case, accents stripped) for the default prefix match and
+# :contains; `exact` is the original text for :exact.
+idx_string = _index_table(
+    "idx_string",
+    Column("value", Text, nullable=False),
+    Column("exact", Text, nullable=False),
+    indexes=(("res_type", "param", "value"),),
+)
+
+# token: system|code, plus normalised display text (:text) and an Identifier's type (:of-type).
+idx_token = _index_table(
+    "idx_token",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("text", Text, nullable=True),
+    Column("type_system", Text, nullable=True),
+    Column("type_code", Text, nullable=True),
+    indexes=(("res_type", "param", "code", "system"),),
+)
+
+# reference: a local target (type/id[/version]) or an absolute / canonical URL, plus
+# Reference.identifier for :identifier.
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_version", String(64), nullable=True),
+    Column("url", Text, nullable=True),
+    Column("id_system", Text, nullable=True),
+    Column("id_value", Text, nullable=True),
+    indexes=(("res_type", "param", "target_id", "target_type"), ("target_id", "target_type", "param")),
+)
+
+# date: every value is a range [low, high] in milliseconds since the epoch (UTC), both inclusive,
+# so precision (a year, a day, a Period) becomes interval arithmetic in SQL.
+idx_date = _index_table(
+    "idx_date",
+    Column("low", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    indexes=(("res_type", "param", "low"), ("res_type", "param", "high")),
+)
+
+# number: the value and the range its stated precision implies (`100` covers [99.5, 100.5)).
+idx_number = _index_table(
+    "idx_number",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    indexes=(("res_type", "param", "value"),),
+)
+
+# quantity: value with its implicit precision range, system|code (UCUM) and the free-text unit.
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("unit", Text, nullable=True),
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    indexes=(("res_type", "param", "code", "value"),),
+)
+
+# uri: exact value; :below / :above are prefix comparisons.
+idx_uri = _index_table(
+    "idx_uri",
+    Column("value", Text, nullable=False),
+    indexes=(("res_type", "param", "value"),),
+)
+
+# composite: the components of one element instance, e.g. Observation.component code + value.
+# Component 1 is a token (or a reference as "Type/id" in c1_code); component 2 a token, quantity,
+# number, date or string; component 3 (MolecularSequence coordinates) a number.
+idx_composite = _index_table(
+    "idx_composite",
+    Column("c1_system", Text, nullable=True),
+    Column("c1_code", Text, nullable=True),
+    Column("c2_system", Text, nullable=True),
+    Column("c2_code", Text, nullable=True),
+    Column("c2_low", Float, nullable=True),
+    Column("c2_high", Float, nullable=True),
+    Column("c2_text", Text, nullable=True),
+    Column("c2_dlow", BigInteger, nullable=True),
+    Column("c2_dhigh", BigInteger, nullable=True),
+    Column("c3_low", Float, nullable=True),
+    Column("c3_high", Float, nullable=True),
+    indexes=(("res_type", "param", "c1_code", "c2_code"),),
+)
+
+INDEX_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "reference": idx_reference,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "uri": idx_uri,
+    "composite": idx_composite,
+}
+
+
+# -- authorisation server (hub/auth) ---------------------------------------------------------------
+
+# Registered clients: systems (HIX, Hapicom, HIS, VVT), PGO apps, the consent registry, auditors.
+auth_client = Table(
+    "auth_client",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("organisation_type", String(32), nullable=False),
+    Column("ura", String(16), nullable=True),
+    Column("agb", String(16), nullable=True),
+    Column("scopes", Text, nullable=False),  # what the client may ask for (space separated)
+    Column("jwks", Text, nullable=True),  # its public keys (JWKS JSON), for private_key_jwt
+    Column("jwks_url", Text, nullable=True),
+    Column("secret_hash", Text, nullable=True),  # development only; never a plain secret
+    Column("redirect_uris", Text, nullable=True),  # PGO apps (space separated)
+    Column("status", String(16), nullable=False),  # active | revoked
+    Column("created", DateTime(timezone=False), nullable=False),
+)
+
+# Client-assertion ids already used (replay protection), kept until the assertion expires.
+auth_jti = Table(
+    "auth_jti",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires", DateTime(timezone=False), nullable=False),
+    Index("ix_auth_jti_expires", "expires"),
+)
+
+# Authorisation codes (PKCE) and refresh tokens of patients' PGO apps; only hashes are stored.
+auth_code = Table(
+    "auth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(100), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("subject", String(100), nullable=False),  # who logged in (BSN at the identity provider)
+    Column("scopes", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("expires", DateTime(timezone=False), nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+auth_refresh = Table(
+    "auth_refresh",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family", String(64), nullable=False),  # one login; a reused old token revokes it all
+    Column("client_id", String(100), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("subject", String(100), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("expires", DateTime(timezone=False), nullable=False),
+    Column("status", String(16), nullable=False),  # active | rotated | revoked
+    Index("ix_auth_refresh_family", "family"),
+)
