@@ -657,19 +657,39 @@ def test_reference_to_another_server_is_not_local(foreign: TestClient) -> None:
     assert ids(foreign, "Observation", {"subject": FOREIGN}) == {"o-foreign"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a chain follows an absolute reference to another server to the local resource with the same type/id",
-)
 def test_chain_does_not_follow_foreign_reference(foreign: TestClient) -> None:
     assert ids(foreign, "Observation", {"subject:Patient.name": "jansen"}) == set()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: _has counts a reference to another server's Patient/p1 as pointing at local Patient/p1"
-)
 def test_has_does_not_follow_foreign_reference(foreign: TestClient) -> None:
     assert ids(foreign, "Patient", {"_has:Observation:subject:code": "8867-4"}) == set()
+
+
+def test_foreign_reference_in_the_middle_of_a_chain_or_has(foreign: TestClient) -> None:
+    # p2 (local) has another server's Practitioner/dr1 as GP; a local Practitioner/dr1 also exists
+    put(
+        foreign,
+        {"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Dokter"}]},
+        pat("p2", "Visser", generalPractitioner=[{"reference": "http://elders.example.org/fhir/Practitioner/dr1"}]),
+        pat("p3", "Smit", generalPractitioner=[{"reference": "Practitioner/dr1"}]),
+        obs("o-p3", coding(LOINC, "29463-7"), subject="Patient/p3"),
+    )
+    assert ids(foreign, "Observation", {"subject:Patient.general-practitioner:Practitioner.name": "dokter"}) == {"o-p3"}
+    assert ids(foreign, "Practitioner", {"_has:Patient:general-practitioner:family": "visser"}) == set()
+    assert ids(foreign, "Practitioner", {"_has:Patient:general-practitioner:family": "smit"}) == {"dr1"}
+    nested = {"_has:Patient:general-practitioner:_has:Observation:subject:code": "29463-7"}
+    assert ids(foreign, "Practitioner", nested) == {"dr1"}  # through p3, not p2
+
+
+def test_has_on_a_system_search_keeps_the_target_type(client: TestClient) -> None:
+    put(
+        client,
+        pat("x1", "Jansen"),
+        {"resourceType": "Group", "id": "x1", "type": "person", "actual": True},
+        obs("o-g", coding(LOINC, "8867-4"), subject="Group/x1"),
+    )
+    body = search(client, "", {"_type": "Patient,Group", "_has:Observation:subject:code": "8867-4"})
+    assert [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in body["entry"]] == ["Group/x1"]
 
 
 def test_compartment_does_not_follow_foreign_reference(foreign: TestClient) -> None:

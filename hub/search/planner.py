@@ -9,9 +9,10 @@ subquery; AND'ed clauses are separate semi-joins. Chains and _has nest the same 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement as Col
 
 from hub.formats.dates import parse_range
@@ -249,9 +250,12 @@ _TABLES = {
 
 
 class Planner:
-    def __init__(self, registry: Any, base_url: str) -> None:
+    def __init__(self, registry: Any, base_url: str, constraints: Sequence[Any] = ()) -> None:
         self.registry = registry
         self.refs = ReferenceValues(base_url)
+        # Access constraints (scopes, patient compartment, consent): callables (types, row) -> SQL
+        # condition, applied to the rows a chain or _has looks into as well, so they reveal nothing hidden.
+        self.constraints = tuple(constraints)
 
     def condition(self, clause: Clause, types: list[str], r: Any = resource) -> Col[bool]:
         """A boolean SQL expression over the resource row `r` that holds when the clause matches."""
@@ -371,12 +375,14 @@ class Planner:
                 target.c.is_current,
                 not_(target.c.deleted),
                 self.condition(clause.chain, [t], target),
+                *(c([t], target) for c in self.constraints),
             )
             options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
         sub = select(ref.c.resource_pk).where(
             ref.c.res_type.in_(types) if len(types) > 1 else ref.c.res_type == types[0],
             ref.c.param == clause.code,
             or_(*options),
+            self.refs.local(ref.c),  # another server's Patient/p1 is not our Patient/p1
         )
         return r.c.pk.in_(sub)
 
@@ -391,13 +397,17 @@ class Planner:
             source.c.is_current,
             not_(source.c.deleted),
             self.condition(link.inner, [link.source_type], source),
+            *(c([link.source_type], source) for c in self.constraints),
         )
         ids = select(ref.c.target_id).where(
             ref.c.res_type == link.source_type,
             ref.c.param == link.reference_code,
             ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
             ref.c.resource_pk.in_(matching),
+            self.refs.local(ref.c),
         )
+        if len(types) > 1:  # system search: Group/g1 must not match a Patient/g1
+            return tuple_(r.c.res_type, r.c.res_id).in_(ids.with_only_columns(ref.c.target_type, ref.c.target_id))
         return r.c.res_id.in_(ids)
 
     # -- sorting --------------------------------------------------------------------------------
