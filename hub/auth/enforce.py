@@ -116,7 +116,7 @@ class Authorisation:
         if name == "everything":
             # What the patient's record holds is returned only for types the token may read.
             readable = [t for t in structure().resource_types if permits(list(scopes), t, "r")]
-            ctx.facts.setdefault("search-constraints", []).append(lambda _types: resource.c.res_type.in_(readable))
+            ctx.facts.setdefault("search-constraints", []).append(lambda _types, r=resource: r.c.res_type.in_(readable))
 
     def _system_search(self, ctx: Context, scopes: tuple[Scope, ...]) -> None:
         wanted = [t for v in (v for k, v in ctx.interaction.params if k == "_type") for t in v.split(",") if t]
@@ -126,7 +126,7 @@ class Authorisation:
             raise forbidden(f"the token's scopes do not allow searching {', '.join(denied)}")
         if not allowed:
             raise forbidden("the token's scopes allow no search")
-        ctx.facts.setdefault("search-constraints", []).append(lambda _types: resource.c.res_type.in_(allowed))
+        ctx.facts.setdefault("search-constraints", []).append(lambda _types, r=resource: r.c.res_type.in_(allowed))
 
     # -- patient-bound tokens ---------------------------------------------------------------------
 
@@ -138,12 +138,12 @@ class Authorisation:
         def visible(_ctx: Context, stored: Stored) -> bool:
             return in_compartment(registry, stored, patient_id)
 
-        def constraint(types: list[str]) -> Any:
+        def constraint(types: list[str], r: Any = resource) -> Any:
             options = []
             for t in types:
                 params = registry.compartment_params("Patient", t)
                 if t == "Patient":
-                    options.append(and_(resource.c.res_type == "Patient", resource.c.res_id == patient_id))
+                    options.append(and_(r.c.res_type == "Patient", r.c.res_id == patient_id))
                 elif params:
                     members = select(idx_reference.c.resource_pk).where(
                         idx_reference.c.res_type == t,
@@ -152,9 +152,9 @@ class Authorisation:
                         idx_reference.c.target_id == patient_id,
                         local,
                     )
-                    options.append(and_(resource.c.res_type == t, resource.c.pk.in_(members)))
+                    options.append(and_(r.c.res_type == t, r.c.pk.in_(members)))
                 else:
-                    options.append(resource.c.res_type == t)  # not patient data (Practitioner, ...)
+                    options.append(r.c.res_type == t)  # not patient data (Practitioner, ...)
             return or_(*options)
 
         ctx.visible.append(visible)

@@ -120,18 +120,18 @@ class SearchEngine:
         return resource.c.pk.in_(sub)
 
     def _filtered(self, types: list[str], clauses: list[Clause], ctx: Context, extra: list[Any] | None = None) -> Any:
-        planner = Planner(self.registry, ctx.interaction.base_url)
+        planner = Planner(self.registry, ctx.interaction.base_url, ctx.facts.get("search-constraints", ()))
         stmt = base_select(types)
         for clause in clauses:
             stmt = stmt.where(planner.condition(clause, types))
         for cond in extra or []:
             stmt = stmt.where(cond)
         for cond in ctx.facts.get("search-constraints", []):  # e.g. the patient compartment of a PGO token
-            stmt = stmt.where(cond(types))
+            stmt = stmt.where(cond(types, resource))
         return stmt
 
     def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
-        planner = Planner(self.registry, ctx.interaction.base_url)
+        planner = Planner(self.registry, ctx.interaction.base_url, ctx.facts.get("search-constraints", ()))
         filtered = self._filtered(types, query.clauses, ctx, extra)
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = query.total != "none" or query.summary == "count"
