@@ -35,8 +35,8 @@ def parse_range(value: str, name: str = "date") -> tuple[datetime, datetime]:
         else:
             frac = (g["f"] or "").ljust(6, "0")[:6]
             start = datetime(year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), int(g["S"] or 0), int(frac or 0))
-            if g["f"]:
-                end = start + timedelta(microseconds=1)
+            if g["f"]:  # .5 is a tenth of a second, .250 a millisecond (to the microsecond at most)
+                end = start + timedelta(microseconds=10 ** max(6 - len(g["f"]), 0))
             elif g["S"] is not None:
                 end = start + timedelta(seconds=1)
             else:
