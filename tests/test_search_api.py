@@ -1083,10 +1083,6 @@ def test_composite(vitals: TestClient) -> None:
     check(COMPOSITE_CASES, lambda query: ids(vitals, "Observation", list(parse_qsl(query))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: composite quantity components compare the low end of the value's precision range, not the value",
-)
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

@@ -997,30 +997,6 @@ class Known:
     applies: Callable[[Corpus, Query, set[str]], bool]
 
 
-def _low_end(a: Qty) -> Qty:
-    exponent = a.value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    return a._replace(value=a.value - Decimal(5).scaleb(exponent - 1))
-
-
-def _composite_low_end(c: Corpus, q: Query, got: set[str]) -> bool:
-    """The engine's answer is what comparing the low end of each stored value's precision range gives."""
-    if q.kind != "composite":
-        return False
-    ((code, value),) = q.clauses
-    token_part, quantity_part = re.split(r"(?<!\\)\$", value)
-    found = {
-        rid
-        for rid, pairs in c.composites(q.rt, code).items()
-        if any(
-            any(token_match(t, token_part, None) for t in toks)
-            and any(quantity_match(_low_end(a), quantity_part) for a in qs)
-            for toks, qs in pairs
-        )
-    }
-    return found == got
-
-
 def _id_literal(c: Corpus, q: Query, got: set[str]) -> bool:
     """The engine takes every _id value literally, whatever the modifier or token form."""
     if not any(re.search(r"(^|[.:])_id", n) for n, _ in q.clauses):
@@ -1029,10 +1005,6 @@ def _id_literal(c: Corpus, q: Query, got: set[str]) -> bool:
 
 
 KNOWN: dict[str, Known] = {
-    "composite-precision": Known(
-        "BUG: composite quantity components compare the low end of the value's precision range, not the value",
-        _composite_low_end,
-    ),
     "id-literal": Known("BUG: _id ignores its modifier (_id:not) and the token form |id", _id_literal),
 }
 

@@ -346,16 +346,16 @@ def test_blood_pressure_components_give_one_composite_row_each() -> None:
             "c1_code": "8480-6",
             "c2_system": ucum,
             "c2_code": "mm[Hg]",
-            "c2_low": 119.5,
-            "c2_high": 120.5,
+            "c2_low": 120,  # the value itself, in both columns
+            "c2_high": 120,
         },
         {
             "c1_system": "http://loinc.org",
             "c1_code": "8462-4",
             "c2_system": ucum,
             "c2_code": "mm[Hg]",
-            "c2_low": 79.5,
-            "c2_high": 80.5,
+            "c2_low": 80,
+            "c2_high": 80,
         },
     ]
     assert len(rows(BLOOD_PRESSURE, "composite", "combo-code-value-quantity")) == 2  # the Observation has no value
@@ -391,10 +391,10 @@ def test_composites_with_three_components_and_with_references() -> None:
     }
     c1 = {"c1_system": "http://terminology.hl7.org/CodeSystem/chromosome-human", "c1_code": "1"}
     assert rows(sequence, "composite", "chromosome-variant-coordinate") == [
-        {**c1, "c2_low": 119.5, "c2_high": 120.5, "c3_low": 120.5, "c3_high": 121.5}
+        {**c1, "c2_low": 120, "c2_high": 120, "c3_low": 121, "c3_high": 121}
     ]
     assert rows(sequence, "composite", "chromosome-window-coordinate") == [
-        {**c1, "c2_low": 99.5, "c2_high": 100.5, "c3_low": 199.5, "c3_high": 200.5}
+        {**c1, "c2_low": 100, "c2_high": 100, "c3_low": 200, "c3_high": 200}
     ]
     # R4 swaps the component definitions of `relationship`; the values' types decide.
     doc = {

@@ -27,6 +27,8 @@ call does no parsing. Conventions the search side must share:
   Money indexes currency as code with system urn:iso:std:iso:4217.
 - composite: one row per element instance and combination of its component values; c1 from the
   first component (token; a reference as "Type/id"), c2 by the second component's type, c3 numeric.
+  A number or quantity component stores its value in both c2_low and c2_high (c3 likewise): search
+  compares the value against the search value's precision range, as plain number/quantity search does.
 """
 
 from __future__ import annotations
@@ -501,10 +503,10 @@ def _c2(search_type: str) -> Callable[[Node, PlanEntry], list[Parts]]:
         rows = _convert(search_type, node, entry)
         if search_type == "token":
             return [{"c2_system": r[0], "c2_code": r[1]} for r in rows if r[1] is not None]
-        if search_type == "quantity":
-            return [{"c2_system": r[0], "c2_code": r[1] or r[2], "c2_low": r[4], "c2_high": r[5]} for r in rows]
+        if search_type == "quantity":  # the value itself: search compares it as plain quantity search does
+            return [{"c2_system": r[0], "c2_code": r[1] or r[2], "c2_low": r[3], "c2_high": r[3]} for r in rows]
         if search_type == "number":
-            return [{"c2_low": r[1], "c2_high": r[2]} for r in rows]
+            return [{"c2_low": r[0], "c2_high": r[0]} for r in rows]
         if search_type == "date":
             return [{"c2_dlow": r[0], "c2_dhigh": r[1]} for r in rows]
         if search_type == "string":
@@ -524,7 +526,7 @@ def _c3(search_type: str) -> Callable[[Node, PlanEntry], list[Parts]]:
     def run(node: Node, entry: PlanEntry) -> list[Parts]:
         if search_type not in ("number", "quantity"):
             return []
-        return [{"c3_low": r[-2], "c3_high": r[-1]} for r in _convert(search_type, node, entry)]
+        return [{"c3_low": r[-3], "c3_high": r[-3]} for r in _convert(search_type, node, entry)]  # the value
 
     return run
 
