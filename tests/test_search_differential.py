@@ -617,26 +617,23 @@ def value_match(kind: str, a: Any, value: str, modifier: str | None, targets: tu
     raise AssertionError(kind)
 
 
-def brute(c: Corpus, rt: str, name: str, value: str, literal_id: bool = False) -> set[str]:
-    """The ids of `rt` that one parameter occurrence `name=value` selects.
-    (`literal_id` reproduces a known engine bug: every _id value taken literally, modifiers ignored.)"""
+def brute(c: Corpus, rt: str, name: str, value: str) -> set[str]:
+    """The ids of `rt` that one parameter occurrence `name=value` selects."""
     if name.startswith("_has:"):
         _, source, ref_code, inner = name.split(":", 3)
-        sources = brute(c, source, inner, value, literal_id)
+        sources = brute(c, source, inner, value)
         refs = c.atoms(source, ref_code)
         found = {a.id for sid in sources for a in refs.get(sid, ()) if a.local and a.type == rt}
         return found & c.ids(rt)
     head, dot, rest = name.partition(".")
     code, _, modifier = head.partition(":")
     all_ids = c.ids(rt)
-    if literal_id and code == "_id" and not dot:
-        return set(split_or(value)) & all_ids
     p = param(rt, code)
     assert p is not None, (rt, code)
     if dot:
         next_code = rest.partition(".")[0].partition(":")[0]
         types = [modifier] if modifier else [t for t in p.targets if param(t, next_code)]
-        wanted = {(t, i) for t in types for i in brute(c, t, rest, value, literal_id)}
+        wanted = {(t, i) for t in types for i in brute(c, t, rest, value)}
         refs = c.atoms(rt, code)
         return {rid for rid, rs in refs.items() if any(a.local and (a.type, a.id) in wanted for a in rs)}
     if p.type == "composite":
@@ -669,10 +666,10 @@ def brute(c: Corpus, rt: str, name: str, value: str, literal_id: bool = False) -
     }
 
 
-def brute_query(c: Corpus, rt: str, clauses: list[tuple[str, str]], literal_id: bool = False) -> set[str]:
+def brute_query(c: Corpus, rt: str, clauses: list[tuple[str, str]]) -> set[str]:
     result = c.ids(rt)
     for name, value in clauses:
-        result &= brute(c, rt, name, value, literal_id)
+        result &= brute(c, rt, name, value)
     return result
 
 
@@ -997,16 +994,7 @@ class Known:
     applies: Callable[[Corpus, Query, set[str]], bool]
 
 
-def _id_literal(c: Corpus, q: Query, got: set[str]) -> bool:
-    """The engine takes every _id value literally, whatever the modifier or token form."""
-    if not any(re.search(r"(^|[.:])_id", n) for n, _ in q.clauses):
-        return False
-    return got == brute_query(c, q.rt, list(q.clauses), literal_id=True)
-
-
-KNOWN: dict[str, Known] = {
-    "id-literal": Known("BUG: _id ignores its modifier (_id:not) and the token form |id", _id_literal),
-}
+KNOWN: dict[str, Known] = {}
 
 
 # ==================================================================================== the tests

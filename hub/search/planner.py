@@ -8,8 +8,8 @@ subquery; AND'ed clauses are separate semi-joins. Chains and _has nest the same 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true, tuple_
@@ -259,10 +259,12 @@ class Planner:
 
     def condition(self, clause: Clause, types: list[str], r: Any = resource) -> Col[bool]:
         """A boolean SQL expression over the resource row `r` that holds when the clause matches."""
+        if clause.code in ("_id", "_lastUpdated") and clause.modifier == "missing":
+            return true() if clause.values == ["false"] else false()  # every resource has both
         if clause.code == "_id":
-            if clause.modifier == "missing":
-                return true() if clause.values == ["false"] else false()
-            return r.c.res_id.in_(clause.values)
+            wanted = [i for i in (_id_value(v) for v in clause.values) if i is not None]
+            test = r.c.res_id.in_(wanted) if wanted else false()
+            return not_(test) if clause.modifier == "not" else test
         if clause.code == "_lastUpdated":
             return or_(*(self._last_updated(clause, v, r) for v in clause.values))
         if clause.has is not None:
@@ -430,6 +432,14 @@ class Planner:
         else:
             col = func.min(table.c.value)
         return select(col).where(table.c.resource_pk == r.c.pk, table.c.param == code).scalar_subquery()
+
+
+def _id_value(value: str) -> str | None:
+    """_id is a token without a system: `m1` and `|m1` name m1; `system|m1` names nothing."""
+    parts = split_unescaped(value, "|", 1)
+    if len(parts) == 1:
+        return unescape(parts[0])
+    return unescape(parts[1]) if parts[0] == "" and parts[1] else None
 
 
 def base_select(types: list[str], r: Any = resource) -> Select[Any]:

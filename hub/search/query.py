@@ -238,10 +238,17 @@ class QueryParser:
         head, dot, rest = name.partition(".")
         code, _, modifier = head.partition(":")
         modifier_or_none = modifier or None
-        if code == "_id":
-            return Clause(name, code, "token", modifier_or_none, [unescape(v) for v in _split_or(value)])
-        if code == "_lastUpdated":
-            return Clause(name, code, "date", modifier_or_none, _split_or(value))
+        if code in ("_id", "_lastUpdated"):
+            kind = "token" if code == "_id" else "date"
+            allowed = ("not", "missing") if code == "_id" else ("missing",)  # R4: _id is a token, _lastUpdated a date
+            if modifier_or_none and modifier_or_none not in allowed:
+                raise FhirError(400, "invalid", f"{name}: the modifier :{modifier} does not apply to {code}", name)
+            if modifier_or_none == "missing" and value not in ("true", "false"):
+                raise FhirError(400, "invalid", f"{name} must be true or false", name)
+            values = _split_or(value)
+            if any(v == "" for v in values):
+                raise FhirError(400, "invalid", f"{name} has an empty value", name)
+            return Clause(name, code, kind, modifier_or_none, values)
         params = [self.registry.get(t, code) for t in types]
         if not all(params):
             missing = [t for t, p in zip(types, params, strict=True) if p is None]
