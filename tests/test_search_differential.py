@@ -1137,23 +1137,12 @@ def sort_key(c: Corpus, rt: str, code: str, rid: str, desc: bool) -> Any:
     return max(folded) if desc else min(folded)
 
 
-SORT_DESC_LOWEST = (
-    "BUG: a descending sort on a multi-valued string parameter uses the resource's lowest value, not its highest"
-    " (dates use the highest)"
-)
-
-
 def _sort_cases() -> list[Any]:
-    cases = []
-    for rt, code in SORTS:
-        for desc in (False, True):
-            marks = (
-                [pytest.mark.xfail(strict=True, reason=SORT_DESC_LOWEST)]
-                if (rt, code, desc) == ("Patient", "family", True)
-                else []
-            )
-            cases.append(pytest.param(rt, code, desc, marks=marks, id=f"{rt}-{'-' if desc else ''}{code}"))
-    return cases
+    return [
+        pytest.param(rt, code, desc, id=f"{rt}-{'-' if desc else ''}{code}")
+        for rt, code in SORTS
+        for desc in (False, True)
+    ]
 
 
 @pytest.mark.parametrize(("rt", "code", "desc"), _sort_cases())

@@ -421,16 +421,19 @@ class Planner:
             return r.c.last_updated
         param = self.registry.get(types[0], code)
         table = _TABLES[param.type]
+        # R4 search.html#sort: a resource with several values sorts by its lowest ascending and by its
+        # highest descending (for a date range: its start ascending, its end descending).
+        pick = func.max if desc else func.min
         if param.type == "date":
-            col = func.max(table.c.high) if desc else func.min(table.c.low)
+            col = pick(table.c.high if desc else table.c.low)
         elif param.type == "token":
-            col = func.min(table.c.code)
+            col = pick(table.c.code)
         elif param.type == "reference":
-            col = func.min(table.c.target_id)
+            col = pick(table.c.target_id)
         elif param.type == "composite":
-            col = func.min(table.c.c1_code)
+            col = pick(table.c.c1_code)
         else:
-            col = func.min(table.c.value)
+            col = pick(table.c.value)
         return select(col).where(table.c.resource_pk == r.c.pk, table.c.param == code).scalar_subquery()
 
 
