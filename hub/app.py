@@ -13,9 +13,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from hub.api.dispatch import execute
 from hub.api.routes import fhir_routes
+from hub.audit.api import audit_routes
+from hub.audit.auth_events import AuditedAuthEvents
+from hub.audit.chain import AuditTrail
+from hub.audit.interceptor import Audit
+from hub.audit.refusals import RefusalAudit
 from hub.auth.endpoints import auth_routes
 from hub.auth.enforce import Authorisation
-from hub.auth.events import AuthEvents
 from hub.auth.keys import SigningKeys
 from hub.auth.tokens import TokenService
 from hub.config import Settings
@@ -46,8 +50,11 @@ class Services:
             self.custom_params.load(conn)
         self.keys = SigningKeys.for_data_dir(settings.data_dir)
         self.tokens = TokenService(self.keys, settings.system_token_lifetime, settings.patient_token_lifetime)
-        self.auth_events = AuthEvents()
-        self.pipeline = Pipeline(db, self, execute, [Authorisation(), self.custom_params, *(interceptors or [])])
+        self.audit = AuditTrail(db, self.keys)  # NEN 7513 trail; its interceptor goes last
+        self.auth_events = AuditedAuthEvents(self.audit)
+        self.pipeline = Pipeline(
+            db, self, execute, [Authorisation(), self.custom_params, *(interceptors or []), Audit(self.audit)]
+        )
         self._capability: dict[str, Any] | None = None
 
     def repository(self, conn: Connection) -> Repository:
@@ -82,7 +89,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         openapi_url=None,  # the FHIR API describes itself at /fhir/metadata
     )
     app.state.services = services
-    for route in [*auth_routes(services), *fhir_routes(services)]:  # well-known paths before /fhir/...
+    app.add_middleware(RefusalAudit, trail=services.audit)  # 401s never reach the pipeline
+    # well-known paths and the audit export before /fhir/...
+    for route in [*auth_routes(services), *audit_routes(services), *fhir_routes(services)]:
         app.router.routes.append(route)
 
     @app.get("/health", include_in_schema=False)

@@ -118,6 +118,7 @@ class Context:
     facts: dict[str, Any] = field(default_factory=dict)
     parent: Context | None = None
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _after_rollback: list[Callable[[], None]] = field(default_factory=list)
 
     def shows(self, stored: Stored) -> bool:
         return all(check(self, stored) for check in self.visible)
@@ -129,6 +130,11 @@ class Context:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the top-level transaction has committed (not at all if it rolls back)."""
         self.root._after_commit.append(callback)
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the top-level transaction has rolled back after a FhirError (the audit
+        of refusals is written in a transaction of its own, which must not wait for this one)."""
+        self.root._after_rollback.append(callback)
 
 
 class Interceptor(Protocol):
@@ -157,10 +163,17 @@ class Pipeline:
     def run(self, interaction: Interaction) -> Result:
         """Run a top-level interaction in its own transaction, retrying on a write-write race."""
         for attempt in range(_RETRIES):
+            ctx: Context | None = None
             try:
-                with self._transaction(interaction.writes) as conn:
-                    ctx = self._context(interaction, conn, None)
-                    result = self._execute(ctx)
+                try:
+                    with self._transaction(interaction.writes) as conn:
+                        ctx = self._context(interaction, conn, None)
+                        result = self._execute(ctx)
+                except FhirError:
+                    for callback in ctx._after_rollback if ctx is not None else ():
+                        callback()
+                    raise
+                assert ctx is not None
                 for callback in ctx._after_commit:
                     callback()
                 return result

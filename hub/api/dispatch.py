@@ -53,7 +53,15 @@ HANDLERS: dict[str, Callable[[Context], Result]] = {
 }
 
 
+# Resource types served by their own module instead of the resource store (AuditEvent: hub/audit).
+TYPE_EXECUTORS: dict[str, Callable[[Context], Result]] = {}
+
+
 def execute(ctx: Context) -> Result:
+    i = ctx.interaction
+    special = TYPE_EXECUTORS.get(i.compartment_type or i.res_type or "") if i.kind != OPERATION else None
+    if special is not None:
+        return special(ctx)
     handler = HANDLERS.get(ctx.interaction.kind)
     if handler is None:
         raise FhirError(400, "not-supported", f"Interaction {ctx.interaction.kind} is not supported")

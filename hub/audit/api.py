@@ -1,0 +1,290 @@
+"""The audit trail through the FHIR API, for auditors: AuditEvent read, search and export.
+
+AuditEvents are served from the audit table, not stored as ordinary resources: create, update,
+patch and delete answer 405 (hub/audit/interceptor.py refuses them and every non-auditor).
+
+Search parameters (several values of one parameter: comma = or; repeated parameters: and):
+  patient (Patient/[id]), patient.identifier / patient:identifier (BSN: [system|]value),
+  agent / altid / user (the professional's UZI/AGB id, a patient's login, or a client id),
+  organization (URA or AGB of the responsible organisation; a hub extension), entity (Type/id),
+  date (eq ge gt le lt, any precision), outcome (0 4 8 12), type, subtype, action (C R U D E),
+  _id, _count (<= 1000), _sort (date | -date, default -date), _total=none.
+Export: GET [base]/AuditEvent/$export-audit?[the same parameters]&_outputFormat=ndjson|csv
+(default ndjson; at most 50,000 records per request, narrow by date beyond that).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.api import dispatch, operations
+from hub.api.render import Shape, error_response
+from hub.audit import access_log  # noqa: F401  (registers $access-log)
+from hub.audit.tables import audit_record
+from hub.formats.dates import parse_range
+from hub.formats.negotiate import JSON
+from hub.formats.outcome import FhirError, invalid, not_found
+from hub.pipeline import READ, SEARCH_COMPARTMENT, SEARCH_SYSTEM, SEARCH_TYPE, VREAD, Context, Result
+
+EXPORT = "$export-audit"
+MAX_EXPORT = 50_000
+_IGNORED = {"_format", "_pretty", "_summary", "_elements", "_count", "_page", "_sort", "_total", "_outputFormat"}
+r = audit_record.c
+
+
+def _token(value: str) -> str:
+    return value.split("|", 1)[1] if "|" in value else value
+
+
+def _date(value: str) -> ColumnElement[bool]:
+    prefix, rest = (value[:2], value[2:]) if value[:2] in ("eq", "ge", "gt", "le", "lt", "ne") else ("eq", value)
+    low, high = parse_range(rest, "date")
+    return {
+        "eq": and_(r.recorded >= low, r.recorded <= high),
+        "ne": or_(r.recorded < low, r.recorded > high),
+        "ge": r.recorded >= low,
+        "gt": r.recorded > high,
+        "le": r.recorded <= high,
+        "lt": r.recorded < low,
+    }[prefix]
+
+
+def _entity(value: str) -> ColumnElement[bool]:
+    ref = value.split("/_history/")[0]
+    # The indexed column holds each record's first data object; search results list more.
+    return or_(
+        r.entity == ref, r.content.like(f'%"reference":"{ref}/_history/%'), r.content.like(f'%"reference":"{ref}"%')
+    )
+
+
+FILTERS: dict[str, Callable[[str], ColumnElement[bool]]] = {
+    "_id": lambda v: r.event_id == v,
+    "patient": lambda v: r.patient_id == v.removeprefix("Patient/"),
+    "patient.identifier": lambda v: r.bsn == _token(v),
+    "patient:identifier": lambda v: r.bsn == _token(v),
+    "agent": lambda v: r.user_id == v.split("/")[-1],
+    "altid": lambda v: r.user_id == v,
+    "user": lambda v: r.user_id == v,
+    "organization": lambda v: r.organisation == _token(v),
+    "entity": _entity,
+    "date": _date,
+    "outcome": lambda v: r.outcome == _token(v),
+    "type": lambda v: r.type == _token(v),
+    "subtype": lambda v: r.subtype == _token(v),
+    "action": lambda v: r.action == v,
+}
+
+
+def where(params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
+    clauses = []
+    for name, value in params:
+        if name in _IGNORED:
+            continue
+        make = FILTERS.get(name)
+        if make is None:
+            raise invalid(f"AuditEvent cannot be searched by {name!r}; see the CapabilityStatement", name)
+        values = [value] if name == "date" else [v for v in value.split(",") if v]
+        clauses.append(or_(*(make(v) for v in values)) if values else false())
+    return clauses
+
+
+def _int(ctx: Context, name: str, default: int, cap: int) -> int:
+    value = ctx.interaction.param(name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise invalid(f"{name} must be a whole number", name)
+    return min(int(value), cap)
+
+
+def _entry(base: str, row: Any) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/AuditEvent/{row.event_id}",
+        "resource": orjson.Fragment(row.content.encode()),
+        "search": {"mode": "match"},
+    }
+
+
+def search(ctx: Context) -> Result:
+    i = ctx.interaction
+    clauses = where(i.params)
+    if i.kind == SEARCH_COMPARTMENT:
+        if i.res_type != "Patient":
+            raise not_found(f"AuditEvent is not in the {i.res_type} compartment")
+        clauses.append(r.patient_id == i.res_id)
+    count = _int(ctx, "_count", ctx.services.settings.default_page_size, ctx.services.settings.max_page_size)
+    ascending = i.param("_sort") in ("date", "_lastUpdated")
+    q: Select[Any] = select(r.seq, r.event_id, r.content).where(*clauses)
+    page = i.param("_page")
+    if page:
+        if not page.isdigit():
+            raise invalid("_page is not a page of this search", "_page")
+        q = q.where(r.seq > int(page) if ascending else r.seq < int(page))
+    q = q.order_by(r.seq.asc() if ascending else r.seq.desc()).limit(count + 1)
+    rows = list(ctx.conn.execute(q))
+    path = "/".join(x for x in (i.res_type, i.res_id, i.compartment_type) if x)
+    echo = [(k, v) for k, v in i.params if k not in ("_page",)]
+    links = [{"relation": "self", "url": _link(i.base_url, path, echo + ([("_page", page)] if page else []))}]
+    if len(rows) > count:
+        rows = rows[:count]
+        links.append({"relation": "next", "url": _link(i.base_url, path, [*echo, ("_page", str(rows[-1].seq))])})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if i.param("_total") != "none":
+        bundle["total"] = ctx.conn.execute(select(func.count()).select_from(audit_record).where(*clauses)).scalar_one()
+    bundle["link"] = links
+    bundle["entry"] = [_entry(i.base_url, row) for row in rows]
+    return Result(200, resource=bundle)
+
+
+def _link(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    from urllib.parse import urlencode
+
+    return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def read(ctx: Context) -> Result:
+    i = ctx.interaction
+    if i.kind == VREAD and i.version_id != "1":
+        raise not_found(f"AuditEvent/{i.res_id} has no version {i.version_id}")
+    row = ctx.conn.execute(select(r.content).where(r.event_id == i.res_id)).first()
+    if row is None:
+        raise not_found(f"AuditEvent/{i.res_id} is not known")
+    return Result(200, resource=orjson.loads(row.content))
+
+
+def execute(ctx: Context) -> Result:
+    """The executor for interactions on AuditEvent (registered in hub/api/dispatch.py)."""
+    kind = ctx.interaction.kind
+    if kind in (READ, VREAD):
+        return read(ctx)
+    if kind in (SEARCH_TYPE, SEARCH_COMPARTMENT):
+        return search(ctx)
+    if kind == SEARCH_SYSTEM:
+        raise invalid("search AuditEvent at [base]/AuditEvent, not across types")
+    raise FhirError(405, "not-supported", f"{kind} is not supported on AuditEvent: the audit trail is append-only")
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+def _export(ctx: Context) -> Result:
+    q = select(r.seq, r.event_id, r.content).where(*where(ctx.interaction.params)).order_by(r.seq)
+    rows = list(ctx.conn.execute(q.limit(MAX_EXPORT + 1)))
+    if len(rows) > MAX_EXPORT:
+        raise FhirError(413, "too-costly", f"more than {MAX_EXPORT} records match; export a shorter date range")
+    entries = [{"resource": orjson.Fragment(row.content.encode())} for row in rows]
+    return Result(200, resource={"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+operations.register(operations.Operation(EXPORT.lstrip("$"), _export, type_level=True, resource_types=("AuditEvent",)))
+
+CSV_COLUMNS = (
+    "recorded", "id", "type", "subtype", "action", "outcome", "outcome_description", "patient", "bsn",
+    "user", "user_name", "user_role", "organisation", "client", "network_address", "purpose",
+    "data_objects", "query", "consent", "decision", "rule", "break_the_glass", "correlation_ids",
+)  # fmt: skip
+
+
+def csv_row(event: dict[str, Any]) -> dict[str, str]:
+    """One flat row per AuditEvent for spreadsheets."""
+    row = {c: "" for c in CSV_COLUMNS}
+    row.update(
+        recorded=event["recorded"],
+        id=event["id"],
+        type=event["type"]["code"],
+        subtype=" ".join(s["code"] for s in event.get("subtype", [])),
+        action=event["action"],
+        outcome=event["outcome"],
+        outcome_description=event.get("outcomeDesc", ""),
+        purpose=" ".join(c.get("code", "") for p in event.get("purposeOfEvent", []) for c in p.get("coding", [])),
+    )
+    for a in event.get("agent", []):
+        code = a.get("type", {}).get("coding", [{}])[0].get("code")
+        who = a.get("who", {})
+        ident = who.get("identifier", {}).get("value", "")
+        if code == "110150":
+            row["client"] = ident or who.get("display", "")
+            row["network_address"] = a.get("network", {}).get("address", "")
+        elif code == "PROV":
+            row["organisation"] = ident
+        elif a.get("requestor"):
+            row["user"], row["user_name"] = ident, who.get("display", "")
+            row["user_role"] = " ".join(c.get("code", "") for x in a.get("role", []) for c in x.get("coding", []))
+    objects, correlation = [], []
+    for e in event.get("entity", []):
+        role = e.get("role", {}).get("code")
+        what = e.get("what", {})
+        if role == "1":
+            row["patient"] = what.get("reference", "")
+            row["bsn"] = what.get("identifier", {}).get("value", "")
+        elif role == "4":
+            objects.append(what.get("reference", ""))
+        elif role == "24":
+            row["query"] = base64.b64decode(e.get("query", "")).decode("utf-8", "replace")
+        elif role == "13":
+            row["consent"] = what.get("reference", "")
+            details = {d["type"]: d.get("valueString", "") for d in e.get("detail", [])}
+            row["decision"], row["rule"] = details.get("decision", ""), details.get("rule", "")
+            row["break_the_glass"] = details.get("break-the-glass", "")
+        elif e.get("type", {}).get("code") == "XrequestId":
+            ident = what.get("identifier", {})
+            correlation.append(f"{ident.get('type', {}).get('text', '')}={ident.get('value', '')}")
+    row["data_objects"] = " ".join(objects)
+    row["correlation_ids"] = " ".join(correlation)
+    return row
+
+
+def render_export(result: Result, fmt: str) -> Response:
+    entries = (result.resource or {}).get("entry", [])
+    contents = [e["resource"].contents for e in entries]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for raw in contents:
+            writer.writerow(csv_row(orjson.loads(raw)))
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    body = b"".join(raw + b"\n" for raw in contents)
+    return Response(body, media_type="application/fhir+ndjson")
+
+
+_FORMATS = {
+    "ndjson": "ndjson",
+    "application/fhir+ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "csv": "csv",
+    "text/csv": "csv",
+}
+
+
+def audit_routes(services: Any) -> list[Route]:
+    """GET /fhir/AuditEvent/$export-audit: the operation through the pipeline, rendered as NDJSON or CSV."""
+    from hub.api.routes import build_interaction
+
+    async def export(request: Request) -> Response:
+        shape = Shape(JSON, False, None, None)
+        try:
+            fmt = _FORMATS.get(request.query_params.get("_outputFormat", "ndjson"))
+            if fmt is None:
+                raise invalid("_outputFormat must be ndjson or csv", "_outputFormat")
+            interaction = await build_interaction(request, services)
+            result = await run_in_threadpool(services.pipeline.run, interaction)
+            return render_export(result, fmt)
+        except FhirError as err:
+            return error_response(err, shape)
+
+    return [Route(f"/fhir/AuditEvent/{EXPORT}", export, methods=["GET"])]
+
+
+dispatch.TYPE_EXECUTORS["AuditEvent"] = execute

@@ -1,0 +1,145 @@
+"""The audit trail's storage: an append-only, hash-chained table with signed checkpoints.
+
+Record n stores `hash_n = SHA-256(hash_{n-1} + canonical JSON_n)` (hex), so editing, deleting or
+reordering any record breaks the chain from that point on; a signed checkpoint every N records or
+T seconds also catches a chain rewritten from some record onward. Writers keep the chain linear by
+holding the chain lock while they read the head and append: PostgreSQL a transaction-scoped advisory
+lock, SQLite its write lock (write transactions begin IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from joserfc import jws
+from sqlalchemy import Connection, insert, select
+
+from hub.audit.tables import audit_checkpoint, audit_record
+from hub.store.database import Database
+from hub.store.repository import utcnow
+
+GENESIS = "0" * 64
+_PG_LOCK = 0x6875_6261_7564_6974  # "hubaudit": the one advisory lock all audit writers take
+PATIENT_ROLE, DATA_ROLE = "1", "4"  # object-role codes of the patient and of a data object
+
+
+def canonical(event: dict[str, Any]) -> str:
+    """The exact text that is stored and hashed: sorted keys, no whitespace."""
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def link(prev_hash: str, content: str) -> str:
+    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+
+
+def parse_recorded(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def columns_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The search columns of a record, derived from its AuditEvent (writer and verifier agree)."""
+    patient = bsn = user = client = org = entity = None
+    for e in event.get("entity", []):
+        role = e.get("role", {}).get("code")
+        what = e.get("what", {})
+        if role == PATIENT_ROLE and patient is None:
+            patient = what.get("reference", "").removeprefix("Patient/") or None
+            bsn = what.get("identifier", {}).get("value")
+        elif role == DATA_ROLE and entity is None and what.get("reference"):
+            entity = what["reference"].split("/_history/")[0][:200]
+    for a in event.get("agent", []):
+        code = a.get("type", {}).get("coding", [{}])[0].get("code")
+        ident = a.get("who", {}).get("identifier", {}).get("value")
+        if a.get("requestor") and user is None:
+            user = ident
+        if code == "110150" and client is None:
+            client = ident
+        elif code == "PROV" and org is None:
+            org = ident
+    subtype = event.get("subtype") or [{}]
+    return {
+        "event_id": event["id"],
+        "recorded": parse_recorded(event["recorded"]),
+        "type": event["type"]["code"],
+        "subtype": subtype[0].get("code"),
+        "action": event["action"],
+        "outcome": event["outcome"],
+        "patient_id": patient,
+        "bsn": bsn,
+        "user_id": user,
+        "client_id": client,
+        "organisation": org,
+        "entity": entity,
+    }
+
+
+def sign_checkpoint(keys: Any, seq: int, hash_: str, created: datetime) -> tuple[str, str]:
+    key = keys.signing
+    payload = orjson.dumps({"seq": seq, "hash": hash_, "created": created.isoformat()}, option=orjson.OPT_SORT_KEYS)
+    return str(key.kid), jws.serialize_compact({"alg": "RS256", "kid": key.kid}, payload, key)
+
+
+class AuditTrail:
+    """Appends AuditEvents to the chain; one per process (hub.app.Services.audit)."""
+
+    def __init__(
+        self, db: Database, keys: Any, checkpoint_every: int = 1000, checkpoint_seconds: float = 300.0
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self._last_checkpoint: tuple[int, datetime] | None = None  # a hint; the lock makes it safe
+        self._mutex = threading.Lock()
+
+    def write(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append in a transaction of its own (reads, refusals, token events)."""
+        if events:
+            with self.db.transaction(write=True) as conn:
+                self.append(conn, events)
+
+    def append(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+        """Append in the caller's write transaction: the records commit or roll back with it."""
+        if not events:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+        head = conn.execute(
+            select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        rows = []
+        for event in events:
+            content = canonical(event)
+            seq += 1
+            digest = link(prev, content)
+            rows.append({**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest})
+            prev = digest
+        conn.execute(insert(audit_record), rows)
+        self._maybe_checkpoint(conn, seq, prev)
+
+    def _maybe_checkpoint(self, conn: Connection, seq: int, hash_: str) -> None:
+        now = utcnow()
+        with self._mutex:
+            last = self._last_checkpoint
+        if last is None:
+            row = conn.execute(
+                select(audit_checkpoint.c.seq, audit_checkpoint.c.created)
+                .order_by(audit_checkpoint.c.seq.desc())
+                .limit(1)
+            ).first()
+            last = (int(row[0]), row[1]) if row else (0, now)
+        due = seq - last[0] >= self.checkpoint_every or (now - last[1]).total_seconds() >= self.checkpoint_seconds
+        if not due or seq <= last[0]:
+            with self._mutex:
+                self._last_checkpoint = last
+            return
+        kid, signature = sign_checkpoint(self.keys, seq, hash_, now)
+        conn.execute(insert(audit_checkpoint).values(seq=seq, hash=hash_, created=now, kid=kid, signature=signature))
+        with self._mutex:
+            self._last_checkpoint = (seq, now)

@@ -1,0 +1,99 @@
+"""The audit step of the interaction pipeline: the last interceptor, so it sees every decision.
+
+Where the records are written, so that none is lost and none describes something that did not happen:
+- writes (and everything in a batch or transaction): in the interaction's own transaction, from the
+  top-level `after()`; bundle entries only queue their records, so the chain lock is taken once,
+  last, and briefly;
+- reads: on PostgreSQL in the read's transaction (it may write); on SQLite, whose read transactions
+  cannot safely become write transactions, in a short write transaction right after the read
+  commits. Either way before `Pipeline.run` returns, so before the response is sent, and a failed
+  audit write fails the request;
+- refusals and failures (401/403/404 ...): after the interaction's transaction rolled back, in a
+  transaction of their own, with the refusals of any bundle entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hub.audit import subjects
+from hub.audit.chain import AuditTrail
+from hub.audit.record import Touched, rest_events
+from hub.formats.outcome import FhirError
+from hub.pipeline import CAPABILITIES, CREATE, DELETE, PATCH, SEARCH_SYSTEM, UPDATE, Context, Interaction, Result
+
+log = logging.getLogger("hub.audit")
+
+PENDING = "audit-pending"
+AUDIT_TYPE = "AuditEvent"
+AUDITOR = "auditor"
+
+
+def targets_trail(i: Interaction) -> bool:
+    if AUDIT_TYPE in (i.res_type, i.compartment_type):
+        return True
+    if i.kind == SEARCH_SYSTEM:
+        return any(AUDIT_TYPE in v.split(",") for k, v in i.params if k == "_type")
+    return False
+
+
+def guard_trail(i: Interaction) -> None:
+    """The trail is written by the hub alone and read by auditors alone."""
+    if i.kind in (CREATE, UPDATE, PATCH, DELETE) and i.res_type == AUDIT_TYPE:
+        raise FhirError(405, "not-supported", "AuditEvents are written by the hub itself; they cannot be changed")
+    p = i.principal
+    if p.kind == "local":
+        return
+    if p.organisation_type != AUDITOR or p.patient_id is not None:
+        raise FhirError(403, "forbidden", "only an auditor's system may read the audit trail")
+
+
+class Audit:
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+
+    def before(self, ctx: Context) -> None:
+        i = ctx.interaction
+        if targets_trail(i):
+            guard_trail(i)
+        subjects.before_delete(ctx)
+
+    def after(self, ctx: Context, result: Result) -> None:
+        i = ctx.interaction
+        if i.kind == CAPABILITIES:
+            return
+        seen = Touched() if targets_trail(i) else subjects.touched(ctx, result)
+        pending = self._queue(ctx, rest_events(i, result.status, seen, ctx.facts))
+        if ctx.parent is not None:
+            return  # the bundle's own after() writes its entries' records
+        batch = list(pending)
+        pending.clear()
+        if i.writes or ctx.conn.dialect.name != "sqlite":
+            self.trail.append(ctx.conn, batch)
+        else:
+            ctx.on_commit(lambda: self.trail.write(batch))
+
+    def failed(self, ctx: Context, error: FhirError) -> None:
+        i = ctx.interaction
+        if i.kind == CAPABILITIES:
+            return
+        try:
+            seen = Touched() if targets_trail(i) else subjects.touched(ctx, None)
+        except Exception:  # the transaction may be unusable by now; log the refusal without patients
+            log.warning("audit: could not determine the patients of a failed %s", i.kind, exc_info=True)
+            seen = Touched()
+        text = "; ".join(x.diagnostics for x in error.issues if x.diagnostics) or str(error)
+        pending = self._queue(ctx, rest_events(i, error.status, seen, ctx.facts, f"{error.status} {text}"))
+        if ctx.parent is not None:
+            return
+        # Whatever succeeded inside this interaction is rolled back with it: keep only the failures.
+        failures = [e for e in pending if e["outcome"] != "0"]
+        pending.clear()
+        ctx.on_rollback(lambda: self.trail.write(failures))
+
+    @staticmethod
+    def _queue(ctx: Context, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pending: list[dict[str, Any]] = ctx.root.facts.setdefault(PENDING, [])
+        pending.extend(events)
+        return pending

@@ -1,0 +1,120 @@
+"""Whom an interaction touched: the patients (with their BSN) and the data objects, from its results.
+
+Patients come from the stored rows' patient compartment column (`resource.patient_id`, written with
+each version), so no resource has to be parsed; plus the patient a request names without returning
+data (a compartment search, `$everything`, `?patient=`), so an empty answer is still logged on the
+patient. BSNs come from the Patient's identifier index rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from hub.audit.record import BSN_SYSTEM, Touched
+from hub.pipeline import DELETE, Context, Result
+from hub.store.repository import Stored
+from hub.store.tables import idx_token, resource
+
+_PATIENT_PARAMS = ("patient", "subject", "beneficiary")
+_CHUNK = 400
+
+
+def stored_in(result: Result) -> list[Stored]:
+    out: list[Stored] = []
+    if result.stored is not None:
+        out.append(result.stored)
+    bundle = result.resource
+    if isinstance(bundle, dict) and bundle.get("resourceType") == "Bundle":
+        for entry in bundle.get("entry") or ():
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(res, Stored):
+                out.append(res)
+    return out
+
+
+def touched(ctx: Context, result: Result | None) -> Touched:
+    i = ctx.interaction
+    t = Touched()
+    rows = stored_in(result) if result is not None else []
+    if rows:
+        owners = _owners(ctx.conn, [s.pk for s in rows])
+        for s in rows:
+            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", owners.get(s.pk))
+    elif i.res_type and i.res_id and i.kind not in ("search-compartment", "operation"):
+        pre = ctx.facts.get("audit-before")
+        owner = pre[0] if pre else _owner_of(ctx.conn, i.res_type, i.res_id)
+        t.add(f"{i.res_type}/{i.res_id}", owner)
+        if pre and pre[0] and pre[1]:
+            t.patients[pre[0]] = pre[1]
+    for pid in named_patients(ctx):
+        t.patients.setdefault(pid, None)
+    missing = [p for p, bsn in t.patients.items() if bsn is None]
+    if missing:
+        t.patients.update(bsns(ctx.conn, missing))
+    return t
+
+
+def named_patients(ctx: Context) -> list[str]:
+    """Patients a request names: Patient/[id]/..., and patient/subject parameters."""
+    i = ctx.interaction
+    out = []
+    if i.res_type == "Patient" and i.res_id and i.kind in ("search-compartment", "operation"):
+        out.append(i.res_id)
+    for name, value in i.params:
+        if name.split(":")[0] in _PATIENT_PARAMS:
+            for v in value.split(","):
+                ref = v.rsplit("/_history/", 1)[0]
+                if ref.startswith("Patient/"):
+                    out.append(ref[len("Patient/") :])
+                elif "/" not in ref and name.split(":")[0] == "patient" and ref:
+                    out.append(ref)
+    return out
+
+
+def before_delete(ctx: Context) -> None:
+    """A delete leaves no patient column on the new (deleted) version: note it while it is current."""
+    i = ctx.interaction
+    if i.kind == DELETE and i.res_type and i.res_id:
+        owner = _owner_of(ctx.conn, i.res_type, i.res_id)
+        bsn = bsns(ctx.conn, [owner]).get(owner) if owner else None
+        ctx.facts["audit-before"] = (owner, bsn)
+
+
+def _owners(conn: Connection, pks: list[int]) -> dict[int, str | None]:
+    out: dict[int, str | None] = {}
+    for n in range(0, len(pks), _CHUNK):
+        q = select(resource.c.pk, resource.c.patient_id).where(resource.c.pk.in_(pks[n : n + _CHUNK]))
+        out.update({int(pk): pid for pk, pid in conn.execute(q)})
+    return out
+
+
+def _owner_of(conn: Connection, res_type: str, res_id: str) -> str | None:
+    q = (
+        select(resource.c.patient_id)
+        .where(resource.c.res_type == res_type, resource.c.res_id == res_id, resource.c.patient_id.is_not(None))
+        .order_by(resource.c.version_id.desc())
+        .limit(1)
+    )
+    return conn.execute(q).scalar()
+
+
+def bsns(conn: Connection, patient_ids: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in range(0, len(patient_ids), _CHUNK):
+        q = (
+            select(resource.c.res_id, idx_token.c.code)
+            .join(idx_token, idx_token.c.resource_pk == resource.c.pk)
+            .where(
+                resource.c.res_type == "Patient",
+                resource.c.res_id.in_(patient_ids[n : n + _CHUNK]),
+                resource.c.is_current,
+                idx_token.c.res_type == "Patient",
+                idx_token.c.param == "identifier",
+                idx_token.c.system == BSN_SYSTEM,
+            )
+        )
+        for pid, code in conn.execute(q):
+            out.setdefault(pid, code)
+    return out
