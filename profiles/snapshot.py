@@ -30,7 +30,7 @@ class SnapshotError(Exception):
 
 def snapshot(registry: Registry, url: str) -> list[Element]:
     """The snapshot elements of a StructureDefinition (generated if it has none), cached."""
-    return registry.cached(("snapshot", url), lambda: _build(registry, url))  # type: ignore[no-any-return]
+    return registry.cached(("snapshot", url), lambda: _build(registry, url))
 
 
 def _build(registry: Registry, url: str) -> list[Element]:
@@ -38,7 +38,7 @@ def _build(registry: Registry, url: str) -> list[Element]:
     if sd is None:
         raise SnapshotError(f"Unknown StructureDefinition {url}")
     if sd.get("snapshot", {}).get("element") and (registry.is_base(url) or not sd.get("differential")):
-        return sd["snapshot"]["element"]  # type: ignore[no-any-return]
+        return sd["snapshot"]["element"]
     base_url = sd.get("baseDefinition")
     if not base_url:
         raise SnapshotError(f"{url} has neither a snapshot nor a baseDefinition")
