@@ -21,6 +21,7 @@ from hub.audit.refusals import RefusalAudit
 from hub.auth.endpoints import auth_routes
 from hub.auth.enforce import Authorisation
 from hub.auth.keys import SigningKeys
+from hub.auth.patient_sessions import RevokedTokens
 from hub.auth.tokens import TokenService
 from hub.config import Settings
 from hub.fhirmodel.validate import validate_resource
@@ -53,7 +54,10 @@ class Services:
         self.audit = AuditTrail(db, self.keys)  # NEN 7513 trail; its interceptor goes last
         self.auth_events = AuditedAuthEvents(self.audit)
         self.pipeline = Pipeline(
-            db, self, execute, [Authorisation(), self.custom_params, *(interceptors or []), Audit(self.audit)]
+            db,
+            self,
+            execute,
+            [RevokedTokens(), Authorisation(), self.custom_params, *(interceptors or []), Audit(self.audit)],
         )
         self._capability: dict[str, Any] | None = None
 

@@ -26,6 +26,9 @@ class Settings:
     refresh_token_lifetime: int = field(default_factory=lambda: _int_env("HUB_REFRESH_TOKEN_SECONDS", 8 * 3600))
     # Client secrets are for development set-ups only; production clients sign a JWT assertion.
     allow_development_secrets: bool = field(default_factory=lambda: os.environ.get("HUB_DEVELOPMENT") == "1")
+    # Who logs patients in for PGO apps (hub/auth/identity.py): empty = the development provider when
+    # HUB_DEVELOPMENT=1, otherwise none (patient login refused until a real one, DigiD, is configured).
+    identity_provider: str = field(default_factory=lambda: os.environ.get("HUB_IDENTITY_PROVIDER", ""))
 
     def __post_init__(self) -> None:
         if not self.database_url:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -48,3 +49,19 @@ def parse_http_date(value: str | None) -> datetime | None:
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
+
+
+# MedMij (and common practice) lets a client tag a request so both sides can find it in their logs.
+CORRELATION_HEADERS = ("MedMij-Request-ID", "X-Correlation-ID")
+_CORRELATION_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII, no spaces: safe to echo and log
+
+
+def correlation_headers(request_headers: Mapping[str, str]) -> dict[str, str]:
+    """The request's correlation ids, to echo in the response. Only what the client sent (the hub
+    generates none); a malformed or oversized value is not echoed."""
+    out = {}
+    for name in CORRELATION_HEADERS:
+        value = request_headers.get(name.lower())
+        if value and _CORRELATION_VALUE.match(value):
+            out[name] = value
+    return out

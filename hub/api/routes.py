@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hub.api.headers import parse_prefer
+from hub.api.headers import correlation_headers, parse_prefer
 from hub.api.render import Shape, error_response, respond
 from hub.auth.tokens import unauthorised
 from hub.fhirmodel.structure import structure
@@ -203,6 +203,11 @@ def shape_of(request: Request) -> Shape:
 
 def fhir_routes(services: Any) -> list[Route]:
     async def endpoint(request: Request) -> Response:
+        response = await handle(request)
+        response.headers.update(correlation_headers(request.headers))  # kept on the Interaction too
+        return response
+
+    async def handle(request: Request) -> Response:
         try:
             shape = shape_of(request)
         except FhirError as err:

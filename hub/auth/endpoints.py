@@ -198,3 +198,5 @@ def smart_config(here: str) -> dict[str, Any]:
 # routes (path, endpoint(request, services), methods); the PGO login flow registers its own.
 GRANTS: dict[str, Callable[..., Any]] = {"client_credentials": client_credentials}
 EXTRA_ROUTES: list[tuple[str, Callable[..., Awaitable[Response]], list[str]]] = []
+
+from hub.auth import pgo_grants  # noqa: E402, F401  (registers the PGO apps' grants and routes)

@@ -39,6 +39,7 @@ class Issued:
     token: str
     expires_in: int
     scope: str
+    jti: str = ""  # the token's id, so a revocable (patient) token can be recorded
 
 
 class TokenService:
@@ -87,7 +88,7 @@ class TokenService:
             claims["purpose_of_use"] = purpose_of_use
         key = self.keys.signing
         token = jwt.encode({"alg": ALG, "kid": key.kid, "typ": "at+jwt"}, claims, key)
-        return Issued(token, ttl, scope)
+        return Issued(token, ttl, scope, claims["jti"])
 
     def verify(self, token: str, audience: str) -> Principal:
         """The caller a bearer token stands for; 401 if it is not a valid token of this hub."""

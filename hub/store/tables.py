@@ -248,3 +248,18 @@ auth_refresh = Table(
     Column("status", String(16), nullable=False),  # active | rotated | revoked
     Index("ix_auth_refresh_family", "family"),
 )
+
+# Patient-bound access tokens issued to PGO apps, so they can be revoked before they expire: by the
+# app (/auth/revoke), or with their whole login (`family`) when a code or refresh token is reused.
+auth_access_token = Table(
+    "auth_access_token",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("family", String(64), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("expires", DateTime(timezone=False), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Index("ix_auth_access_token_family", "family"),
+    Index("ix_auth_access_token_expires", "expires"),
+)
