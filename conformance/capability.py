@@ -9,6 +9,7 @@ from typing import Any
 from hub import __version__
 from hub.api.operations import REGISTRY as OPERATIONS
 from hub.fhirmodel.structure import structure
+from hub.search.registry import COMPARTMENTS
 from hub.store.repository import format_instant, utcnow
 
 TYPE_INTERACTIONS = [
@@ -71,6 +72,7 @@ def build(services: Any) -> dict[str, Any]:
     }
     if system_ops:
         rest["operation"] = system_ops
+    rest["compartment"] = [f"http://hl7.org/fhir/CompartmentDefinition/{c.lower()}" for c in COMPARTMENTS]
     return {
         "resourceType": "CapabilityStatement",
         "id": "hub",

@@ -1531,12 +1531,51 @@ def test_compartment_search(linked: TestClient) -> None:
     assert status == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented yet: compartments other than Patient (Practitioner, Encounter, RelatedPerson, Device)",
-)
 def test_practitioner_compartment(network: TestClient) -> None:
     assert ids(network, "Practitioner/prac1/Observation") == {"o1"}
+    assert ids(network, "Practitioner/prac1/Patient") == {"p1", "p2"}  # general-practitioner
+    assert ids(network, "Practitioner/prac1/Patient", {"family": "visser"}) == {"p2"}
+    assert ids(network, "Practitioner/prac1/Practitioner") == {"prac1"}  # the owner itself
+    status, body = error(network, "Practitioner/prac1/Organization")
+    assert status == 400 and "not in the Practitioner compartment" in body["issue"][0]["diagnostics"]
+    status, _ = error(network, "Practitioner/onbekend/Observation")
+    assert status == 404
+    status, body = error(network, "Organization/org1/Patient")  # R4 has no Organization compartment
+    assert status == 400
+
+
+def test_encounter_related_person_and_device_compartments(client: TestClient) -> None:
+    put(
+        client,
+        pat("p1", "Jansen"),
+        {"resourceType": "RelatedPerson", "id": "rp1", "patient": {"reference": "Patient/p1"}},
+        {"resourceType": "Device", "id": "dev1", "patient": {"reference": "Patient/p1"}},
+        {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": coding(None, "AMB")},
+        {
+            "resourceType": "Encounter",
+            "id": "e2",
+            "status": "finished",
+            "class": coding(None, "AMB"),
+            "partOf": {"reference": "Encounter/e1"},
+        },
+        obs(
+            "o1",
+            coding(LOINC, "8867-4"),
+            encounter={"reference": "Encounter/e1"},
+            performer=[{"reference": "RelatedPerson/rp1"}],
+        ),
+        obs(
+            "o2", coding(LOINC, "8867-4"), encounter={"reference": "Encounter/e2"}, device={"reference": "Device/dev1"}
+        ),
+        obs("o3", coding(LOINC, "8867-4"), encounter={"reference": "http://elders.example.org/fhir/Encounter/e1"}),
+    )
+    assert ids(client, "Encounter/e1/Observation") == {"o1"}  # not o3: another server's e1
+    assert ids(client, "Encounter/e1/Encounter") == {"e1"}  # itself, not the part-of child e2
+    assert ids(client, "RelatedPerson/rp1/Observation") == {"o1"}
+    assert ids(client, "Device/dev1/Observation") == {"o2"}
+    assert ids(client, "Device/dev1/Observation", {"code": "85354-9"}) == set()
+    advertised = client.get("/fhir/metadata").json()["rest"][0]["compartment"]
+    assert "http://hl7.org/fhir/CompartmentDefinition/encounter" in advertised and len(advertised) == 5
 
 
 # =========================================================================================== errors

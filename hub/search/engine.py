@@ -18,6 +18,7 @@ from hub.formats.subset import parse_summary
 from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
 from hub.search.planner import Planner, ReferenceValues, base_select
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
+from hub.search.registry import COMPARTMENTS
 from hub.store.repository import Stored
 from hub.store.tables import idx_reference, resource
 
@@ -102,8 +103,10 @@ class SearchEngine:
     def _compartment(self, ctx: Context, types: list[str]) -> Any:
         i = ctx.interaction
         owner_type, owner_id = i.res_type or "", i.res_id or ""
+        if owner_type not in COMPARTMENTS:
+            raise invalid(f"{owner_type} is not a compartment (the compartments are {', '.join(COMPARTMENTS)})")
         params = self.registry.compartment_params(owner_type, types[0])
-        if not params:
+        if not params and owner_type != types[0]:  # the owner is in its own compartment ({def})
             raise invalid(f"{types[0]} is not in the {owner_type} compartment")
         owner = ctx.repo.current(owner_type, owner_id)
         if owner is None or owner.deleted or not ctx.shows(owner):
@@ -115,8 +118,10 @@ class SearchEngine:
             idx_reference.c.target_id == owner_id,
             _local(ctx),
         )
-        if owner_type == types[0] == "Patient":
-            return or_(resource.c.res_id == owner_id, resource.c.pk.in_(sub))
+        if owner_type == types[0]:
+            return (
+                or_(resource.c.res_id == owner_id, resource.c.pk.in_(sub)) if params else resource.c.res_id == owner_id
+            )
         return resource.c.pk.in_(sub)
 
     def _filtered(self, types: list[str], clauses: list[Clause], ctx: Context, extra: list[Any] | None = None) -> Any:
