@@ -33,6 +33,7 @@ from hub.search.indexer import SearchIndexer
 from hub.search.registry import Registry
 from hub.store.database import Database
 from hub.store.repository import Repository
+from profiles.service import ProfileService
 
 log = logging.getLogger("hub")
 
@@ -49,6 +50,7 @@ class Services:
         self.custom_params = CustomSearchParameters(self.search_params)
         with db.transaction() as conn:
             self.custom_params.load(conn)
+        self.profiles = ProfileService(settings.profile_validation)  # profiles/: validation on write, $validate
         self.keys = SigningKeys.for_data_dir(settings.data_dir)
         self.tokens = TokenService(self.keys, settings.system_token_lifetime, settings.patient_token_lifetime)
         self.audit = AuditTrail(db, self.keys)  # NEN 7513 trail; its interceptor goes last
@@ -57,7 +59,14 @@ class Services:
             db,
             self,
             execute,
-            [RevokedTokens(), Authorisation(), self.custom_params, *(interceptors or []), Audit(self.audit)],
+            [
+                RevokedTokens(),
+                Authorisation(),
+                self.custom_params,
+                self.profiles,
+                *(interceptors or []),
+                Audit(self.audit),
+            ],
         )
         self._capability: dict[str, Any] | None = None
 

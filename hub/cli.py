@@ -198,6 +198,21 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from hub.audit.verify import verify
+    from hub.auth.keys import SigningKeys
+    from hub.store.database import Database
+
+    settings = _settings(args)
+    db = Database.connect(settings.database_url)
+    try:
+        report = verify(db, SigningKeys.for_data_dir(settings.data_dir))
+    finally:
+        db.dispose()
+    print(report.line())
+    return 0 if report.ok else 1
+
+
 def _safe(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -260,6 +275,11 @@ def parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest="keys_command", required=True)
     kr = ks.add_parser("rotate", parents=[common], help="add a new signing key")
     kr.set_defaults(func=cmd_keys_rotate)
+
+    au = sub.add_parser("audit", help="the audit trail (NEN 7513)")
+    aus = au.add_subparsers(dest="audit_command", required=True)
+    av = aus.add_parser("verify", parents=[common], help="check the hash chain and the signed checkpoints")
+    av.set_defaults(func=cmd_audit_verify)
     return p
 
 

@@ -26,6 +26,8 @@ class Settings:
     refresh_token_lifetime: int = field(default_factory=lambda: _int_env("HUB_REFRESH_TOKEN_SECONDS", 8 * 3600))
     # Client secrets are for development set-ups only; production clients sign a JWT assertion.
     allow_development_secrets: bool = field(default_factory=lambda: os.environ.get("HUB_DEVELOPMENT") == "1")
+    # Profile validation on write: default (enforce the hub's own profiles, warn for others) | off | warn | enforce.
+    profile_validation: str = field(default_factory=lambda: os.environ.get("HUB_PROFILE_VALIDATION", "default"))
     # Who logs patients in for PGO apps (hub/auth/identity.py): empty = the development provider when
     # HUB_DEVELOPMENT=1, otherwise none (patient login refused until a real one, DigiD, is configured).
     identity_provider: str = field(default_factory=lambda: os.environ.get("HUB_IDENTITY_PROVIDER", ""))

@@ -21,7 +21,19 @@ from hub.audit import subjects
 from hub.audit.chain import AuditTrail
 from hub.audit.record import Touched, rest_events
 from hub.formats.outcome import FhirError
-from hub.pipeline import CAPABILITIES, CREATE, DELETE, PATCH, SEARCH_SYSTEM, UPDATE, Context, Interaction, Result
+from hub.pipeline import (
+    BATCH,
+    CAPABILITIES,
+    CREATE,
+    DELETE,
+    PATCH,
+    SEARCH_SYSTEM,
+    TRANSACTION,
+    UPDATE,
+    Context,
+    Interaction,
+    Result,
+)
 
 log = logging.getLogger("hub.audit")
 
@@ -63,7 +75,9 @@ class Audit:
         i = ctx.interaction
         if i.kind == CAPABILITIES:
             return
-        seen = Touched() if targets_trail(i) else subjects.touched(ctx, result)
+        # A bundle's entries have records of their own; the trail's readers touch no patient data.
+        skip = targets_trail(i) or i.kind in (BATCH, TRANSACTION)
+        seen = Touched() if skip else subjects.touched(ctx, result)
         pending = self._queue(ctx, rest_events(i, result.status, seen, ctx.facts))
         if ctx.parent is not None:
             return  # the bundle's own after() writes its entries' records

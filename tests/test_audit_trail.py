@@ -1,0 +1,330 @@
+"""The audit trail: the exact records a scripted scenario leaves, and tamper evidence (hub audit verify)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from conftest import BASE, ORIGIN, fhir_json, patient, system_client, token_for
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from sqlalchemy import delete, select, text, update
+
+from hub import cli
+from hub.app import Services, create_app
+from hub.audit.chain import AuditTrail, columns_of, link
+from hub.audit.tables import audit_checkpoint, audit_record
+from hub.audit.verify import verify
+from hub.auth import clients
+from hub.store.database import Database
+
+UZI = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers"
+PRACTITIONER = {"system": UZI, "id": "999300001", "role": "01.015", "name": "J. Jansen"}
+BSN = "999911120"
+
+
+def records(db: Database) -> list[dict[str, Any]]:
+    """Every audit record in chain order: its columns plus the AuditEvent as `event`."""
+    with db.transaction() as conn:
+        rows = conn.execute(select(audit_record).order_by(audit_record.c.seq)).mappings().all()
+    return [{**row, "event": orjson.loads(row["content"])} for row in rows]
+
+
+def query_of(event: dict[str, Any]) -> str | None:
+    for e in event.get("entity", []):
+        if e.get("role", {}).get("code") == "24":
+            return base64.b64decode(e["query"]).decode()
+    return None
+
+
+def correlation(event: dict[str, Any]) -> dict[str, str]:
+    return {
+        e["what"]["identifier"]["type"]["text"]: e["what"]["identifier"]["value"]
+        for e in event.get("entity", [])
+        if e.get("type", {}).get("code") == "XrequestId"
+    }
+
+
+@pytest.fixture
+def gp(services: Services) -> TestClient:
+    """A GP system (URA 99900003) acting for a huisarts, purpose treatment, sending correlation ids."""
+    token = token_for(
+        services, system_client("his-vijverhof", ura="99900003"), practitioner=PRACTITIONER, purpose_of_use="TREAT"
+    )
+    headers = {"Authorization": f"Bearer {token}", "X-Correlation-ID": "corr-42", "MedMij-Request-ID": "mm-7"}
+    with TestClient(create_app(services=services), base_url=ORIGIN, headers=headers) as c:
+        yield c
+
+
+def test_scripted_scenario_leaves_the_expected_records(services: Services, gp: TestClient) -> None:
+    r = gp.post("/fhir/Patient", json=patient(), headers=fhir_json())
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    oid = gp.post("/fhir/Observation", json=obs, headers=fhir_json()).json()["id"]
+    assert gp.get(f"/fhir/Patient/{pid}").status_code == 200
+    assert gp.get(f"/fhir/Observation?patient={pid}&code=8867-4").json()["total"] == 1
+    assert gp.put(f"/fhir/Patient/{pid}", json=patient(id=pid, gender="other"), headers=fhir_json()).status_code == 200
+    narrow = token_for(services, system_client("his-vijverhof", "system/Observation.rs", ura="99900003"))
+    denied = gp.get(f"/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {narrow}"})
+    assert denied.status_code == 403
+    assert gp.get(f"/fhir/Patient/{pid}", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert gp.delete(f"/fhir/Observation/{oid}").status_code == 204
+    assert gp.delete(f"/fhir/Patient/{pid}").status_code == 204
+
+    got = [
+        (x["subtype"], x["action"], x["outcome"], x["patient_id"], x["bsn"], x["user_id"], x["organisation"])
+        for x in records(services.db)
+    ]
+    user, org = PRACTITIONER["id"], "99900003"
+    assert got == [
+        ("create", "C", "0", pid, BSN, user, org),
+        ("create", "C", "0", pid, BSN, user, org),
+        ("read", "R", "0", pid, BSN, user, org),
+        ("search-type", "E", "0", pid, BSN, user, org),
+        ("update", "U", "0", pid, BSN, user, org),
+        ("read", "R", "4", pid, BSN, "his-vijverhof", org),  # no professional in that token: the system
+        ("read", "R", "4", None, None, None, None),  # no valid token: nobody known
+        ("delete", "D", "0", pid, BSN, user, org),
+        ("delete", "D", "0", pid, BSN, user, org),
+    ]
+    events = [x["event"] for x in records(services.db)]
+    assert [e["meta"]["profile"][0].rsplit(".", 1)[1] for e in events if "meta" in e] == [
+        "PatientCreate", "PatientCreate", "PatientRead", "PatientQuery", "PatientUpdate", "PatientRead",
+        "Read", "PatientDelete", "PatientDelete",
+    ]  # fmt: skip
+    create_obs, search, refused, anonymous = events[1], events[3], events[5], events[6]
+    objects = [e["what"]["reference"] for e in create_obs["entity"] if e.get("role", {}).get("code") == "4"]
+    assert objects == [f"Observation/{oid}/_history/1"]
+    assert query_of(search) == f"Observation?patient={pid}&code=8867-4"
+    assert [e["what"]["reference"] for e in search["entity"] if e.get("role", {}).get("code") == "4"] == [
+        f"Observation/{oid}/_history/1"
+    ]
+    user_agent = next(a for a in create_obs["agent"] if a["requestor"])
+    assert user_agent["role"][0]["coding"][0]["code"] == "01.015" and user_agent["who"]["display"] == "J. Jansen"
+    app = next(a for a in create_obs["agent"] if a["type"]["coding"][0]["code"] == "110150")
+    assert app["who"]["identifier"]["value"] == "his-vijverhof" and app["network"]["address"]
+    assert create_obs["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    assert correlation(create_obs) == {"X-Correlation-ID": "corr-42", "MedMij-Request-ID": "mm-7"}
+    assert "403" in refused["outcomeDesc"] and "scopes" in refused["outcomeDesc"]
+    assert anonymous["outcomeDesc"].startswith("401") and correlation(anonymous)["X-Correlation-ID"] == "corr-42"
+    assert verify(services.db, services.keys).ok
+
+
+def test_a_rolled_back_transaction_keeps_only_its_refusal(services: Services, client: TestClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "DELETE", "url": "Patient/x"}},
+            {"resource": {"resourceType": "AuditEvent"}, "request": {"method": "POST", "url": "AuditEvent"}},
+        ],
+    }
+    r = client.post("/fhir", json=bundle, headers=fhir_json())
+    assert r.status_code == 405, r.text
+    got = [(x["subtype"], x["outcome"]) for x in records(services.db)]
+    assert got == [("create", "4"), ("transaction", "4")]  # the AuditEvent entry, then the bundle
+    ok = dict(bundle, entry=bundle["entry"][:2])
+    assert client.post("/fhir", json=ok, headers=fhir_json()).status_code == 200
+    got = [(x["subtype"], x["action"], x["outcome"]) for x in records(services.db)][2:]
+    assert sorted(got) == [("create", "C", "0"), ("delete", "D", "0"), ("transaction", "E", "0")]
+
+
+def test_a_batch_audits_each_entry_and_its_refusals(services: Services, client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+            {"request": {"method": "GET", "url": "Patient/nobody"}},
+        ],
+    }
+    assert client.post("/fhir", json=bundle, headers=fhir_json()).status_code == 200
+    got = [(x["subtype"], x["outcome"], x["patient_id"]) for x in records(services.db)][1:]
+    assert got == [("read", "0", pid), ("read", "4", None), ("batch", "0", None)]
+
+
+def _token_request(anon: TestClient, key: RSAKey, client_id: str) -> Any:
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": f"{ORIGIN}/auth/token", "exp": now + 240}
+    claims["jti"] = uuid.uuid4().hex
+    claims["practitioner"] = PRACTITIONER
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": jwt.encode({"alg": "RS384", "kid": key.kid}, claims, key, algorithms=["RS384"]),
+    }
+    return anon.post("/auth/token", data=form)
+
+
+def test_token_issuance_and_refusal_are_audited(services: Services) -> None:
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    with services.db.transaction(write=True) as conn:
+        clients.add(
+            conn,
+            name="hix",
+            organisation_type="hospital",
+            scopes="system/*.rs",
+            ura="99900001",
+            jwks={"keys": [key.as_dict(private=False)]},
+        )
+    with TestClient(create_app(services=services), base_url=ORIGIN) as anon:
+        issued = _token_request(anon, key, "hix")
+        assert issued.status_code == 200, issued.text
+        assert _token_request(anon, RSAKey.generate_key(2048, parameters={"kid": "k1"}), "hix").status_code == 401
+    jti = services.tokens.verify(issued.json()["access_token"], BASE).token_id
+    got = records(services.db)
+    assert [(x["type"], x["subtype"], x["outcome"], x["client_id"]) for x in got] == [
+        ("110114", "110122", "0", "hix"),
+        ("110114", "110122", "4", "hix"),
+    ]
+    assert (got[0]["user_id"], got[0]["organisation"]) == (PRACTITIONER["id"], "99900001")
+    token_entity = next(e for e in got[0]["event"]["entity"] if e.get("role", {}).get("code") == "13")
+    assert token_entity["what"]["identifier"]["value"] == jti
+    assert "invalid_client" in got[1]["event"]["outcomeDesc"]
+
+
+# -- tamper evidence ------------------------------------------------------------------------------
+
+
+def _fill(services: Services, n: int = 6) -> None:
+    with TestClient(create_app(services=services), base_url=ORIGIN) as anon:
+        for _ in range(n):
+            anon.get("/fhir/Patient")  # 401s: one record each
+    assert len(records(services.db)) == n
+
+
+def _edit(db: Database, seq: int) -> None:
+    with db.transaction(write=True) as conn:
+        content = conn.execute(select(audit_record.c.content).where(audit_record.c.seq == seq)).scalar_one()
+        forged = content.replace('"outcome":"4"', '"outcome":"0"')
+        assert forged != content
+        conn.execute(update(audit_record).where(audit_record.c.seq == seq).values(content=forged))
+
+
+def _delete(db: Database, seq: int) -> None:
+    with db.transaction(write=True) as conn:
+        conn.execute(delete(audit_record).where(audit_record.c.seq == seq))
+
+
+def _swap(db: Database, seq: int) -> None:
+    """Swap the places of records seq and seq+1, by hand, as a forger reordering the trail would."""
+    with db.transaction(write=True) as conn:
+        conn.execute(update(audit_record).where(audit_record.c.seq == seq).values(seq=-1))
+        conn.execute(update(audit_record).where(audit_record.c.seq == seq + 1).values(seq=seq))
+        conn.execute(update(audit_record).where(audit_record.c.seq == -1).values(seq=seq + 1))
+
+
+def _edit_column(db: Database, seq: int) -> None:
+    with db.transaction(write=True) as conn:
+        conn.execute(update(audit_record).where(audit_record.c.seq == seq).values(patient_id="someone-else"))
+
+
+def _cli(services: Services, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    url = services.db.engine.url.render_as_string(hide_password=False)
+    code = cli.main(["audit", "verify", "--database", url, "--data-dir", str(services.settings.data_dir)])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "words"),
+    [(_edit, 3, "edited"), (_delete, 4, "missing (deleted)"), (_swap, 2, "reordered"), (_edit_column, 5, "patient_id")],
+    ids=["edit", "delete", "swap", "edit-column"],
+)
+def test_verify_names_the_record_tampered_with(
+    services: Services, capsys: pytest.CaptureFixture[str], tamper: Any, seq: int, words: str
+) -> None:
+    _fill(services)
+    assert verify(services.db, services.keys).ok
+    code, out = _cli(services, capsys)
+    assert code == 0 and out.startswith("OK: 6 audit records"), out
+    tamper(services.db, seq)
+    report = verify(services.db, services.keys)
+    assert not report.ok and report.seq == seq and words in (report.problem or ""), report
+    code, out = _cli(services, capsys)
+    assert code == 1 and out.startswith(f"FAILED at record {seq}:") and words in out, out
+
+
+def test_a_recomputed_chain_is_caught_by_the_signed_checkpoint(services: Services) -> None:
+    services.audit.checkpoint_every = 3
+    _fill(services)
+    with services.db.transaction() as conn:
+        sealed = conn.execute(select(audit_checkpoint.c.seq)).scalars().all()
+    assert sealed == [3, 6]
+    # The forger edits record 2 and recomputes every hash after it (but cannot sign).
+    with services.db.transaction(write=True) as conn:
+        rows = conn.execute(select(audit_record).order_by(audit_record.c.seq)).mappings().all()
+        prev = rows[0]["hash"]
+        for row in rows[1:]:
+            content = row["content"].replace('"outcome":"4"', '"outcome":"0"') if row["seq"] == 2 else row["content"]
+            digest = link(prev, content)
+            cols = columns_of(orjson.loads(content))
+            conn.execute(
+                update(audit_record)
+                .where(audit_record.c.seq == row["seq"])
+                .values(content=content, prev_hash=prev, hash=digest, outcome=cols["outcome"])
+            )
+            prev = digest
+    report = verify(services.db, services.keys)
+    assert not report.ok and report.seq == 1 and "checkpoint" in (report.problem or ""), report
+    # Deleting the tail that a checkpoint sealed is caught too.
+    _delete(services.db, 6)
+    with services.db.transaction(write=True) as conn:
+        conn.execute(delete(audit_checkpoint).where(audit_checkpoint.c.seq == 3))
+    report = verify(services.db, services.keys)
+    assert not report.ok and report.seq == 6 and "missing" in (report.problem or ""), report
+
+
+def test_checkpoint_signatures_are_checked(services: Services) -> None:
+    services.audit.checkpoint_every = 2
+    _fill(services, 2)
+    with services.db.transaction(write=True) as conn:
+        conn.execute(text("UPDATE audit_checkpoint SET hash = :h"), {"h": "0" * 64})
+    report = verify(services.db, services.keys)
+    assert not report.ok and report.seq == 2 and "checkpoint 2" in (report.problem or ""), report
+
+
+def test_concurrent_writers_keep_the_chain_linear(services: Services) -> None:
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for k in range(10):
+                event = {**_minimal_event(), "id": f"t{n}-{k}"}
+                services.audit.write([event])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [x["seq"] for x in records(services.db)] == list(range(1, 41))
+    assert verify(services.db, services.keys).ok
+
+
+def _minimal_event() -> dict[str, Any]:
+    return {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "action": "R",
+        "recorded": "2026-11-23T12:00:00.000000Z",
+        "outcome": "0",
+        "agent": [{"requestor": True, "who": {"identifier": {"value": "x"}}}],
+        "source": {"observer": {"display": "test"}},
+    }
