@@ -58,16 +58,42 @@ def parameters_in(ctx: Context) -> list[dict[str, Any]]:
 # -- $validate --------------------------------------------------------------------------------------
 
 
+_VALIDATE_MODES = ("create", "update", "delete")
+
+
+def _param_value(p: dict[str, Any]) -> Any:
+    return next((v for k, v in p.items() if k.startswith("value")), None)
+
+
 def _validate(ctx: Context) -> Result:
-    """Validate a resource given in the body (a Parameters with `resource`, or the resource itself),
-    or the stored instance. Answers 200 with the OperationOutcome whatever the verdict."""
+    """$validate (http://hl7.org/fhir/R4/resource-operation-validate.html): a resource in the body
+    (a Parameters with `resource`, or the resource itself) or the stored instance, against the
+    `profile` parameter, or else its declared meta.profile, or else the base definition. `mode`
+    create / update / delete checks what that interaction would need. Answers 200 with the
+    OperationOutcome whatever the verdict; an unknown profile or mode is a 400."""
     i = ctx.interaction
     resource: Any = None
+    profile, mode = i.param("profile"), i.param("mode")
     for p in parameters_in(ctx):
         if p.get("name") == "resource":
             resource = p.get("resource")
+        elif p.get("name") == "profile":
+            profile = _param_value(p)
+        elif p.get("name") == "mode":
+            mode = _param_value(p)
+    if mode is not None and mode not in _VALIDATE_MODES:
+        raise invalid(f"mode must be one of {', '.join(_VALIDATE_MODES)}, not {mode!r}", "mode")
+    profiles = ctx.services.profiles
+    if profile is not None and profiles.registry().structure_definition(str(profile)) is None:
+        raise invalid(f"Profile {profile} is not known to the hub", "profile")
     if resource is None and isinstance(i.body, dict) and i.body.get("resourceType") != "Parameters":
         resource = i.body
+    if mode == "delete":
+        if not i.res_id:
+            raise invalid("$validate with mode=delete needs an instance: [type]/[id]/$validate")
+        ctx.repo.read(i.res_type or "", i.res_id)  # 404 / 410 when there is nothing to delete
+        text = f"{i.res_type}/{i.res_id} may be deleted: no rule of the hub refuses it"
+        return Result(200, resource=operation_outcome([Issue("information", "informational", text)]))
     if resource is None and i.res_id and i.res_type:
         resource = ctx.repo.read(i.res_type, i.res_id).resource()
     if not isinstance(resource, dict):
@@ -75,10 +101,28 @@ def _validate(ctx: Context) -> Result:
     if i.res_type and resource.get("resourceType") != i.res_type:
         issues = [Issue("error", "invalid", f"The resource is a {resource.get('resourceType')}, not a {i.res_type}")]
     else:
-        issues = list(ctx.services.validate(resource))
+        issues = profiles.validate(resource, [str(profile)] if profile else None, _resolver(ctx))
+        if mode == "update" and not resource.get("id"):
+            issues.append(Issue("error", "required", "An update needs the resource's id", ["id"]))
+        elif mode == "update" and i.res_id and resource.get("id") != i.res_id:
+            issues.append(Issue("error", "invalid", f"The resource's id is not {i.res_id}", ["id"]))
     if not any(x.severity in ("error", "fatal") for x in issues):
         issues.append(Issue("information", "informational", "Validation successful: no errors"))
     return Result(200, resource=operation_outcome(issues))
+
+
+def _resolver(ctx: Context) -> Callable[[str], dict[str, Any] | None]:
+    """References `Type/id` to resources in the hub, for target-profile checks (reads only the
+    conformance verdict into the outcome, never the target's content)."""
+
+    def resolve(ref: str) -> dict[str, Any] | None:
+        parts = ref.split("/")
+        if len(parts) != 2:
+            return None
+        stored = ctx.repo.current(parts[0], parts[1])
+        return stored.resource() if stored is not None and not stored.deleted else None
+
+    return resolve
 
 
 register(
