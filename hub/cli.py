@@ -213,6 +213,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_profiles_install(args: argparse.Namespace) -> int:
+    from profiles.packages import install
+
+    services = _services(_settings(args))
+    summary = install(services, Path(args.path), base_url=args.base_url)
+    for where, why in summary.failures[:50]:
+        print(f"FAILED {where}: {why}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failures else 0
+
+
 def _safe(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -275,6 +286,13 @@ def parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest="keys_command", required=True)
     kr = ks.add_parser("rotate", parents=[common], help="add a new signing key")
     kr.set_defaults(func=cmd_keys_rotate)
+
+    pr = sub.add_parser("profiles", help="conformance resources (profiles, value sets, code systems)")
+    prs = pr.add_subparsers(dest="profiles_command", required=True)
+    pi = prs.add_parser("install", parents=[common], help="install a FHIR package (.tgz) or a folder of definitions")
+    pi.add_argument("path")
+    pi.add_argument("--base-url", default="http://localhost:8080/fhir", help="the hub's own base")
+    pi.set_defaults(func=cmd_profiles_install)
 
     au = sub.add_parser("audit", help="the audit trail (NEN 7513)")
     aus = au.add_subparsers(dest="audit_command", required=True)
