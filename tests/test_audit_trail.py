@@ -6,6 +6,7 @@ import base64
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from sqlalchemy import delete, select, text, update
 
 from hub import cli
 from hub.app import Services, create_app
-from hub.audit.chain import AuditTrail, columns_of, link
+from hub.audit.chain import columns_of, link
 from hub.audit.tables import audit_checkpoint, audit_record
 from hub.audit.verify import verify
 from hub.auth import clients
@@ -52,7 +53,7 @@ def correlation(event: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.fixture
-def gp(services: Services) -> TestClient:
+def gp(services: Services) -> Iterator[TestClient]:
     """A GP system (URA 99900003) acting for a huisarts, purpose treatment, sending correlation ids."""
     token = token_for(
         services, system_client("his-vijverhof", ura="99900003"), practitioner=PRACTITIONER, purpose_of_use="TREAT"
@@ -138,8 +139,8 @@ def test_a_rolled_back_transaction_keeps_only_its_refusal(services: Services, cl
     assert got == [("create", "4"), ("transaction", "4")]  # the AuditEvent entry, then the bundle
     ok = dict(bundle, entry=bundle["entry"][:2])
     assert client.post("/fhir", json=ok, headers=fhir_json()).status_code == 200
-    got = [(x["subtype"], x["action"], x["outcome"]) for x in records(services.db)][2:]
-    assert sorted(got) == [("create", "C", "0"), ("delete", "D", "0"), ("transaction", "E", "0")]
+    done = [(x["subtype"], x["action"], x["outcome"]) for x in records(services.db)][2:]
+    assert sorted(done) == [("create", "C", "0"), ("delete", "D", "0"), ("transaction", "E", "0")]
 
 
 def test_a_batch_audits_each_entry_and_its_refusals(services: Services, client: TestClient) -> None:

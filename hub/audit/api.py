@@ -111,7 +111,7 @@ def _int(ctx: Context, name: str, default: int, cap: int) -> int:
 def _entry(base: str, row: Any) -> dict[str, Any]:
     return {
         "fullUrl": f"{base}/AuditEvent/{row.event_id}",
-        "resource": orjson.Fragment(row.content.encode()),
+        "resource": orjson.loads(row.content),
         "search": {"mode": "match"},
     }
 
@@ -183,7 +183,7 @@ def _export(ctx: Context) -> Result:
     rows = list(ctx.conn.execute(q.limit(MAX_EXPORT + 1)))
     if len(rows) > MAX_EXPORT:
         raise FhirError(413, "too-costly", f"more than {MAX_EXPORT} records match; export a shorter date range")
-    entries = [{"resource": orjson.Fragment(row.content.encode())} for row in rows]
+    entries = [{"resource": orjson.loads(row.content)} for row in rows]
     return Result(200, resource={"resourceType": "Bundle", "type": "collection", "entry": entries})
 
 
@@ -218,7 +218,7 @@ def csv_row(event: dict[str, Any]) -> dict[str, str]:
             row["network_address"] = a.get("network", {}).get("address", "")
         elif code == "PROV":
             row["organisation"] = ident
-        elif a.get("requestor"):
+        if a.get("requestor") and not row["user"]:
             row["user"], row["user_name"] = ident, who.get("display", "")
             row["user_role"] = " ".join(c.get("code", "") for x in a.get("role", []) for c in x.get("coding", []))
     objects, correlation = [], []
@@ -247,7 +247,7 @@ def csv_row(event: dict[str, Any]) -> dict[str, str]:
 
 def render_export(result: Result, fmt: str) -> Response:
     entries = (result.resource or {}).get("entry", [])
-    contents = [e["resource"].contents for e in entries]
+    contents = [orjson.dumps(e["resource"]) for e in entries]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
