@@ -9,6 +9,7 @@ import html
 import re
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -451,3 +452,26 @@ def test_medmij_headers_are_echoed_and_kept(browser: TestClient, dev: Services) 
     assert "x-correlation-id" not in r.headers and "medmij-request-id" not in r.headers  # none invented
     r = fhir(browser, "Patient/a", token, **{"X-Correlation-ID": "x" * 200})
     assert "x-correlation-id" not in r.headers  # oversized: not echoed
+
+
+def test_code_presented_twice_at_once_gives_nothing_usable(browser: TestClient, dev: Services) -> None:
+    verifier, challenge = pkce()
+    code = approve(browser, challenge)["code"]
+    apps = [TestClient(create_app(services=dev), base_url=ORIGIN) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda app: exchange(app, code, verifier), apps))
+    assert sorted(r.status_code for r in answers) == [200, 400]
+    issued = next(r.json() for r in answers if r.status_code == 200)
+    assert fhir(browser, "Patient/a", issued["access_token"]).status_code == 401  # the loser revoked it
+    assert refresh(browser, issued["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_discovery_names_the_patient_endpoints(browser: TestClient) -> None:
+    smart = browser.get("/fhir/.well-known/smart-configuration").json()
+    assert "none" in smart["token_endpoint_auth_methods_supported"] and smart["code_challenge_methods_supported"] == [
+        "S256"
+    ]
+    for key in ("authorization_endpoint", "revocation_endpoint"):
+        path = urlsplit(smart[key]).path
+        r = browser.request("GET" if key == "authorization_endpoint" else "POST", path, follow_redirects=False)
+        assert r.status_code not in (404, 405), key

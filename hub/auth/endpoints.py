@@ -164,7 +164,7 @@ def smart_config(here: str) -> dict[str, Any]:
         "token_endpoint": f"{here}/auth/token",
         "revocation_endpoint": f"{here}/auth/revoke",
         "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],  # none: PGO apps (public, PKCE)
         "token_endpoint_auth_signing_alg_values_supported": assertions.ALGORITHMS,
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": [
