@@ -65,11 +65,11 @@ def _warnings(issues: list[Issue]) -> list[Issue]:
 
 
 class ProfileService:
-    def __init__(self, mode: str = "default") -> None:
+    def __init__(self, mode: str = "default", registry: Registry | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"HUB_PROFILE_VALIDATION must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
-        self._registry: Registry | None = None
+        self._registry: Registry | None = registry
         self._marker: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -81,7 +81,8 @@ class ProfileService:
             self._registry = self._build([])
         return self._registry
 
-    def _build(self, stored: list[dict[str, Any]]) -> Registry:
+    @staticmethod
+    def _build(stored: list[dict[str, Any]]) -> Registry:
         reg = Registry()
         reg.add_all(own_definitions(), origin="hub")
         reg.add_all(stored, origin="installed")

@@ -447,8 +447,8 @@ class Run:
         )
 
     def reference(self, targets: tuple[str, ...], item: Item) -> None:
-        types = {self.profile_type(t) for t in targets}
-        if not types or None in types or "Resource" in types:
+        types = {self.profile_type(t) for t in targets} - {None}  # profiles not loaded here say nothing
+        if not types or "Resource" in types:
             return
         ref_type = self.reference_type(item.value)
         if ref_type is not None and ref_type not in types:
