@@ -3,8 +3,9 @@
 A few base invariants run natively instead, because they sit on every element or resource and the
 FHIRPath engine would cost more than the rest of the validation: ele-1, ext-1, dom-2 and dom-4 are
 already checked by the structural validator (hub/fhirmodel/validate.py); dom-3, dom-5, dom-6 and
-ref-1 are written out below. An expression the engine cannot evaluate (a function it does not
-implement, such as conformsTo() or htmlChecks()) is skipped, with one log line per expression.
+ref-1 are written out below. hasValue() is added to the engine (and htmlChecks(), which the
+structural validator has done). An expression the engine cannot evaluate (a function it does not
+implement, such as conformsTo() or memberOf()) is skipped, with one log line per expression.
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ def _ref1(ref: Any, root: Any) -> bool:
     return any(isinstance(c, dict) and c.get("id") == r[1:] for c in (root or {}).get("contained", ()))
 
 
+def _has_value(inputs: list[Any]) -> list[bool]:
+    """FHIRPath hasValue(): a single primitive with a value (not only extensions)."""
+    return [len(inputs) == 1 and inputs[0] is not None and not isinstance(inputs[0], (dict, list))]
+
+
+def _html_checks(inputs: list[Any]) -> list[bool]:
+    return [True]  # the structural validator checks the XHTML of Narrative.div
+
+
+_OPTIONS = {
+    "userInvocationTable": {
+        "hasValue": {"fn": _has_value, "arity": {0: []}},
+        "htmlChecks": {"fn": _html_checks, "arity": {0: []}},
+    }
+}
+
 NATIVE: dict[str, Callable[[Any, Any], bool]] = {"dom-3": _dom3, "dom-5": _dom5, "dom-6": _dom6, "ref-1": _ref1}
 
 
@@ -77,7 +94,7 @@ def _compile(expression: str) -> _Fn | None:
         if expression in _compiled:
             return _compiled[expression]
         try:
-            fn: _Fn | None = fhirpath_compile(expression, models["r4"])
+            fn: _Fn | None = fhirpath_compile(expression, models["r4"], _OPTIONS)
         except Exception as exc:  # the parser's errors are plain Exceptions
             _skip(expression, exc)
             fn = None

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.testclient import TestClient
-
 from conftest import patient
+from fastapi.testclient import TestClient
 
 HUB_REFERRAL_TASK = "http://haaglanden.example/fhir/StructureDefinition/hub-ReferralTask"
 
