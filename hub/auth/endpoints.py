@@ -199,4 +199,4 @@ def smart_config(here: str) -> dict[str, Any]:
 GRANTS: dict[str, Callable[..., Any]] = {"client_credentials": client_credentials}
 EXTRA_ROUTES: list[tuple[str, Callable[..., Awaitable[Response]], list[str]]] = []
 
-from hub.auth import pgo_grants  # noqa: E402, F401  (registers the PGO apps' grants and routes)
+from hub.auth import pgo, pgo_grants  # noqa: E402, F401  (register the PGO apps' login, grants and routes)

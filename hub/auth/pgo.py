@@ -37,9 +37,10 @@ from starlette.responses import RedirectResponse, Response
 from hub.auth import clients as client_store
 from hub.auth import pages
 from hub.auth import patient_sessions as sessions
+from hub.auth.clients import Client
 from hub.auth.endpoints import EXTRA_ROUTES, origin
 from hub.auth.identity import IdentityConfigError, IdentityProvider, LoginFailed, configured_provider
-from hub.auth.scopes import ScopeError, narrow, parse_scopes
+from hub.auth.scopes import ScopeError, patient_scopes
 from hub.pipeline import SEARCH_TYPE, Interaction, Principal
 from hub.store.repository import Stored, utcnow
 
@@ -50,7 +51,6 @@ COOKIE = "hub_authz"
 FLOW_LIFETIME = 600  # seconds from the app's request to the patient's decision
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url(SHA-256), no padding (RFC 7636)
 _MAX_STATE = 2048
-_NO_ID_TOKEN = {"openid", "fhirUser", "profile"}  # the hub issues no ID tokens; these are not granted
 
 
 class FlowError(Exception):
@@ -163,22 +163,6 @@ def _provider(services: Any) -> IdentityProvider | Response:
     return provider
 
 
-# -- scopes ---------------------------------------------------------------------------------------------
-
-
-def patient_scopes(requested: str | None, registered: str) -> str:
-    """The scopes granted: what the app asks (all it registered if nothing), each covered by its
-    registration; ID-token scopes dropped; at least one patient/ resource scope."""
-    granted = narrow(requested, registered)
-    kept = [s for s in granted.split() if s not in _NO_ID_TOKEN]
-    resource_scopes, _ = parse_scopes(" ".join(kept))
-    if not resource_scopes:
-        raise ScopeError("ask for at least one patient/ scope, such as patient/*.rs")
-    if any(s.context != "patient" for s in resource_scopes):
-        raise ScopeError("a patient's app gets patient/ scopes only")
-    return " ".join(kept)
-
-
 # -- the steps ------------------------------------------------------------------------------------------
 
 
@@ -190,8 +174,7 @@ async def authorize(request: Request, services: Any) -> Response:
     items = list(request.query_params.multi_items())
     q = dict(items)
     client_id, redirect_uri = q.get("client_id", ""), q.get("redirect_uri", "")
-    with services.db.transaction() as conn:
-        client = client_store.get(conn, client_id) if client_id else None
+    client = await run_in_threadpool(_client, services, client_id) if client_id else None
     if client is None or not client.active or client.organisation_type != "pgo":
         return pages.error_page(
             400,
@@ -276,8 +259,7 @@ async def login(request: Request, services: Any) -> Response:
         )
         return pages.error_page(404 if not matches else 409, "Geen dossier / No record", message, back)
     patient = matches[0]
-    with services.db.transaction() as conn:
-        client = client_store.get(conn, flow["cid"])
+    client = await run_in_threadpool(_client, services, flow["cid"])
     app_name = client.client_id if client else flow["cid"]
     hours = max(1, services.settings.refresh_token_lifetime // 3600)
     permissions = [d for d in (pages.describe_scope(s, hours) for s in flow["scope"].split()) if d]
@@ -314,8 +296,7 @@ async def consent(request: Request, services: Any) -> Response:
             redirect_uri=flow["ruri"],
             code_challenge=flow["cc"],
         )
-        with services.db.transaction(write=True) as conn:
-            code = sessions.new_code(conn, grant, utcnow())
+        code = await run_in_threadpool(_new_code, services, grant)
         log.info(
             "patient Patient/%s allowed %s scope=%r (via %s)", flow["pid"], flow["cid"], flow["scope"], flow["prov"]
         )
@@ -324,6 +305,16 @@ async def consent(request: Request, services: Any) -> Response:
         return pages.error_page(400, "Ongeldig formulier / Invalid form", "Choose allow or deny.")
     response.delete_cookie(COOKIE, path="/auth")  # the flow is over: its forms cannot be sent again
     return response
+
+
+def _client(services: Any, client_id: str) -> Client | None:
+    with services.db.transaction() as conn:
+        return client_store.get(conn, client_id)
+
+
+def _new_code(services: Any, grant: sessions.Grant) -> str:
+    with services.db.transaction(write=True) as conn:
+        return sessions.new_code(conn, grant, utcnow())
 
 
 def find_patients(services: Any, bsn: str, fhir_base: str) -> list[dict[str, Any]]:

@@ -36,8 +36,7 @@ from hub.auth.assertions import OAuthError
 from hub.auth.clients import Client
 from hub.auth.endpoints import EXTRA_ROUTES, GRANTS, NO_STORE, oauth_error, token_response
 from hub.auth.keys import ALG
-from hub.auth.pgo import patient_scopes
-from hub.auth.scopes import ScopeError, narrow
+from hub.auth.scopes import ScopeError, narrow, patient_scopes
 from hub.store.repository import utcnow
 
 log = logging.getLogger("hub.auth")

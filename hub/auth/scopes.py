@@ -126,5 +126,20 @@ def narrow(requested: str | None, allowed: str) -> str:
     return " ".join(granted)
 
 
+_NO_ID_TOKEN = {"openid", "fhirUser", "profile"}  # the hub issues no ID tokens: not granted
+
+
+def patient_scopes(requested: str | None, registered: str) -> str:
+    """The scopes a patient's app (PGO) is granted: `narrow`ed to its registration, ID-token scopes
+    dropped, patient/ resource scopes only, and at least one of them."""
+    kept = [s for s in narrow(requested, registered).split() if s not in _NO_ID_TOKEN]
+    resource_scopes, _ = parse_scopes(" ".join(kept))
+    if not resource_scopes:
+        raise ScopeError("ask for at least one patient/ scope, such as patient/*.rs")
+    if any(s.context != "patient" for s in resource_scopes):
+        raise ScopeError("a patient's app gets patient/ scopes only")
+    return " ".join(kept)
+
+
 def permits(scopes: list[Scope], resource_type: str, permission: str) -> bool:
     return any(s.covers(resource_type, permission) for s in scopes)
