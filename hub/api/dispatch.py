@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hub.api import bundles, history, interactions, operations, search
 from hub.api import everything as _everything  # noqa: F401  (registers $everything with the operations)
+from hub.api import expand as _expand  # noqa: F401  (registers ValueSet/$expand)
 from hub.formats.outcome import FhirError
 from hub.pipeline import (
     BATCH,

@@ -21,6 +21,7 @@ from hub.search.query import Clause, Include, QueryParser, SearchQuery
 from hub.search.registry import COMPARTMENTS
 from hub.store.repository import Stored
 from hub.store.tables import idx_reference, resource
+from hub.terminology.service import Terminology
 
 MAX_INCLUDES = 1000  # included resources per page, against runaway :iterate
 MAX_MATCH = 1000  # conditional interactions look at no more than this many matches
@@ -39,6 +40,7 @@ class Page:
 class SearchEngine:
     def __init__(self, registry: Any) -> None:
         self.registry = registry
+        self.terminology = Terminology()  # ValueSet expansions and CodeSystem hierarchies, per process
 
     # -- capability -----------------------------------------------------------------------------
 
@@ -57,6 +59,11 @@ class SearchEngine:
         return ["*", *sorted(found)]
 
     # -- entry points ---------------------------------------------------------------------------
+
+    def planner(self, ctx: Context) -> Planner:
+        base = ctx.interaction.base_url
+        constraints = ctx.facts.get("search-constraints", ())
+        return Planner(self.registry, base, constraints, self.terminology.session(ctx.conn, base))
 
     def parser(self, ctx: Context, strict: bool | None = None) -> QueryParser:
         settings = ctx.services.settings
@@ -125,7 +132,7 @@ class SearchEngine:
         return resource.c.pk.in_(sub)
 
     def _filtered(self, types: list[str], clauses: list[Clause], ctx: Context, extra: list[Any] | None = None) -> Any:
-        planner = Planner(self.registry, ctx.interaction.base_url, ctx.facts.get("search-constraints", ()))
+        planner = self.planner(ctx)
         stmt = base_select(types)
         for clause in clauses:
             stmt = stmt.where(planner.condition(clause, types))
@@ -136,7 +143,7 @@ class SearchEngine:
         return stmt
 
     def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
-        planner = Planner(self.registry, ctx.interaction.base_url, ctx.facts.get("search-constraints", ()))
+        planner = self.planner(ctx)
         filtered = self._filtered(types, query.clauses, ctx, extra)
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = query.total != "none" or query.summary == "count"

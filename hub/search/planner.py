@@ -250,9 +250,10 @@ _TABLES = {
 
 
 class Planner:
-    def __init__(self, registry: Any, base_url: str, constraints: Sequence[Any] = ()) -> None:
+    def __init__(self, registry: Any, base_url: str, constraints: Sequence[Any] = (), terminology: Any = None) -> None:
         self.registry = registry
         self.refs = ReferenceValues(base_url)
+        self.terminology = terminology  # hub.terminology TerminologySession, for :in / :not-in / :above / :below
         # Access constraints (scopes, patient compartment, consent): callables (types, row) -> SQL
         # condition, applied to the rows a chain or _has looks into as well, so they reveal nothing hidden.
         self.constraints = tuple(constraints)
@@ -280,15 +281,11 @@ class Planner:
             present = r.c.pk.in_(select(table.c.resource_pk).where(scope))
             return not_(present) if clause.values == ["true"] else present
         if clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token":
-            raise FhirError(
-                400,
-                "not-supported",
-                f"{clause.name}: the :{clause.modifier} modifier is not supported yet",
-                clause.name,
-            )
-        tests = [self.value_test(clause, v, types) for v in clause.values]
+            tests = [self._terminology_test(clause, v) for v in clause.values]
+        else:
+            tests = [self.value_test(clause, v, types) for v in clause.values]
         sub = select(table.c.resource_pk).where(scope, or_(*tests))
-        if clause.modifier == "not":
+        if clause.modifier in ("not", "not-in"):
             return not_(r.c.pk.in_(sub))
         return r.c.pk.in_(sub)
 
@@ -311,6 +308,35 @@ class Planner:
         if t == "composite":
             return self._composite(clause, value)
         raise FhirError(400, "not-supported", f"{clause.name}: {t} parameters are not supported", clause.name)
+
+    def _terminology_test(self, clause: Clause, value: str) -> Col[bool]:
+        """Token rows whose system|code is in a stored ValueSet (:in, :not-in negates the semi-join),
+        or subsumed by / subsuming a code of a stored CodeSystem (:below / :above, the code included)."""
+        if self.terminology is None:
+            raise FhirError(400, "not-supported", f"{clause.name}: no terminology here", clause.name)
+        t = idx_token.c
+        if clause.modifier in ("in", "not-in"):
+            expansion = self.terminology.expansion(unescape(value), clause.name)
+            tests = [and_(t.system == s, t.code.in_(sorted(codes))) for s, codes in expansion.codes.items() if codes]
+            for s, excluded in expansion.open.items():
+                tests.append(and_(t.system == s, t.code.not_in(sorted(excluded))) if excluded else t.system == s)
+            return or_(*tests) if tests else false()
+        parts = [unescape(p) for p in split_unescaped(value, "|", 1)]
+        if len(parts) != 2 or not all(parts):
+            raise FhirError(400, "invalid", f"{clause.name}={value}: :{clause.modifier} takes system|code", clause.name)
+        system, code = parts
+        cs = self.terminology.code_system(system)
+        if cs is None:
+            raise FhirError(
+                400,
+                "not-supported",
+                f"{clause.name}: the hub holds no CodeSystem {system} to know its hierarchy",
+                clause.name,
+            )
+        if code not in cs:
+            raise FhirError(400, "invalid", f"{clause.name}: {code} is not a code of CodeSystem {system}", clause.name)
+        codes = cs.descendants(code) if clause.modifier == "below" else cs.ancestors(code)
+        return and_(t.system == system, t.code.in_(sorted(codes)))
 
     def _last_updated(self, clause: Clause, value: str, r: Any) -> Col[bool]:
         prefix, text = split_prefix(value)
