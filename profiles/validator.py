@@ -359,6 +359,8 @@ class Run:
         if tcode in ("Resource", "DomainResource") or structure().is_resource_type(tcode):
             self.resource(item)
             return
+        if not self.type_needs_walk(tcode) and _plain(item.value):
+            return  # nothing below the structural validator's checks to look at
         base = self.compiled(tcode)
         if base is not None and base.root.children:
             self.element(base.root, item, TypeRef(tcode))
