@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from consent.enforce import ConsentEnforcement
 from hub.api.dispatch import execute
 from hub.api.routes import fhir_routes
 from hub.audit.api import audit_routes
@@ -62,6 +63,7 @@ class Services:
             [
                 RevokedTokens(),
                 Authorisation(),
+                ConsentEnforcement(),
                 self.custom_params,
                 self.profiles,
                 *(interceptors or []),

@@ -69,7 +69,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     from hub.load import load_paths
 
     services = _services(_settings(args))
-    summary = load_paths(services, [Path(p) for p in args.paths], base_url=args.base_url, progress=not args.quiet)
+    summary = load_paths(
+        services,
+        [Path(p) for p in args.paths],
+        base_url=args.base_url,
+        progress=not args.quiet,
+        holder_ura=args.holder_ura,
+    )
     for where, why in summary.failures[:50]:
         print(f"FAILED {where}: {why}", file=sys.stderr)
     if len(summary.failures) > 50:
@@ -250,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     ld.add_argument("paths", nargs="+")
     ld.add_argument("--base-url", default="http://localhost:8080/fhir", help="the hub's own base, for references")
     ld.add_argument("--quiet", action="store_true", help="no progress bar")
+    ld.add_argument(
+        "--holder-ura", help="URA of the organisation that holds the data (it always sees it; others need consent)"
+    )
     ld.set_defaults(func=cmd_load)
 
     m = sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")

@@ -136,11 +136,18 @@ def _tally(summary: LoadSummary, where: str, response: dict[str, Any]) -> None:
 
 
 def load_paths(
-    services: Any, paths: Iterable[Path], *, base_url: str = "http://localhost:8080/fhir", progress: bool = True
+    services: Any,
+    paths: Iterable[Path],
+    *,
+    base_url: str = "http://localhost:8080/fhir",
+    progress: bool = True,
+    holder_ura: str | None = None,
 ) -> LoadSummary:
+    """Load files through the pipeline. `holder_ura`: the organisation holding the data (its author
+    for consent decisions: it always sees what it holds); without it only consent opens the data."""
     files = discover(paths)
     summary = LoadSummary()
-    principal = Principal(kind="local", client_id="hub load")
+    principal = Principal(kind="local", client_id="hub load", organisation_ura=holder_ura)
     bar = tqdm(total=len(files), unit="file", disable=not progress, dynamic_ncols=True)
     for path in files:
         summary.files += 1

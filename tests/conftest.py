@@ -108,6 +108,7 @@ def services(database: Database, tmp_path: Path) -> Services:
 
 
 BASE = "http://hub.test/fhir"
+TEST_URA = "99900001"  # the organisation of the default test client (a hospital)
 ORIGIN = "http://hub.test"
 
 
@@ -116,7 +117,7 @@ def system_client(name: str = "test-hix", scopes: str = "system/*.cruds", **org:
     return Client(
         client_id=name,
         organisation_type=str(org.get("organisation_type") or "hospital"),
-        ura=org.get("ura", "99900001"),
+        ura=org.get("ura", TEST_URA),
         agb=org.get("agb"),
         scopes=scopes,
         jwks=None,

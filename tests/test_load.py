@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import patient
+from conftest import TEST_URA, patient
 from fastapi.testclient import TestClient
 from support import NICTIZ_EXAMPLES, SYNTHEA, synthea_files
 
@@ -18,11 +18,11 @@ from hub.load import discover, load_paths
 
 
 def test_all_nictiz_examples_load(services: Services, client: TestClient) -> None:
-    summary = load_paths(services, [NICTIZ_EXAMPLES], progress=False)
+    summary = load_paths(services, [NICTIZ_EXAMPLES], progress=False, holder_ura=TEST_URA)
     assert summary.failures == []
     assert summary.files == 271
     assert summary.outcomes["created"] == 271
-    again = load_paths(services, [NICTIZ_EXAMPLES], progress=False)
+    again = load_paths(services, [NICTIZ_EXAMPLES], progress=False, holder_ura=TEST_URA)
     assert again.failures == []
     assert again.outcomes["created"] == 0
     pat = client.get("/fhir/Patient/nl-core-Patient-01").json()
@@ -33,12 +33,12 @@ def test_all_nictiz_examples_load(services: Services, client: TestClient) -> Non
 def test_synthea_bundles_load_and_rerun(services: Services, client: TestClient) -> None:
     files = synthea_files()
     chosen = files[:2] + sorted(files[2:], key=lambda f: f.stat().st_size)[:3]
-    summary = load_paths(services, chosen, progress=False)
+    summary = load_paths(services, chosen, progress=False, holder_ura=TEST_URA)
     assert summary.failures == []
     assert summary.outcomes["created"] > 1000
     patients = client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"]
     assert patients == 3
-    again = load_paths(services, chosen, progress=False)
+    again = load_paths(services, chosen, progress=False, holder_ura=TEST_URA)
     assert again.failures == []
     assert again.outcomes["created"] == 0
     # Conditional references were resolved to the practitioners of the first file.
@@ -60,7 +60,7 @@ def test_formats_and_compression(services: Services, client: TestClient, tmp_pat
         json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient(id="col")}]})
     )
     (tmp_path / "notes.txt").write_text("ignored")
-    summary = load_paths(services, [tmp_path], progress=False)
+    summary = load_paths(services, [tmp_path], progress=False, holder_ura=TEST_URA)
     assert summary.failures == []
     assert summary.files == 5
     for rid in ("gz", "bz", "nd0", "nd2", "xm", "col"):
@@ -71,7 +71,7 @@ def test_bad_files_are_reported_not_fatal(services: Services, tmp_path: Path) ->
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "invalid.json").write_text(json.dumps(patient(id="x", bogus=1)))
     (tmp_path / "good.json").write_text(json.dumps(patient(id="good")))
-    summary = load_paths(services, [tmp_path], progress=False)
+    summary = load_paths(services, [tmp_path], progress=False, holder_ura=TEST_URA)
     assert len(summary.failures) == 2
     assert summary.outcomes["created"] == 1
     reasons = " ".join(why for _, why in summary.failures)
@@ -88,7 +88,7 @@ def test_discover_puts_synthea_reference_files_first() -> None:
 
 @pytest.mark.slow
 def test_full_synthea_set_loads(services: Services, client: TestClient) -> None:
-    summary = load_paths(services, [SYNTHEA], progress=False)
+    summary = load_paths(services, [SYNTHEA], progress=False, holder_ura=TEST_URA)
     assert summary.failures == []
     assert client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 120
     assert summary.resources > 90_000

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import fhirpathpy
 import pytest
-from conftest import empty, token_for
+from conftest import TEST_URA, empty, token_for
 from fastapi.testclient import TestClient
 from fhirpathpy.models import models
 from sqlalchemy import select
@@ -430,7 +430,7 @@ def _load(database: Database, tmp: Path) -> Corpus:
     services = Services(settings, database)
     files = [f for f in sorted(SYNTHEA.glob("*.json.bz2")) if f.name.startswith("0-") or f.name[:8] in PATIENT_FILES]
     assert len(files) == 2 + len(PATIENT_FILES)
-    summary = load_paths(services, files, base_url=BASE, progress=False)
+    summary = load_paths(services, files, base_url=BASE, progress=False, holder_ura=TEST_URA)
     assert not summary.failures, summary.failures
     resources: dict[str, dict[str, dict[str, Any]]] = {}
     with database.transaction() as conn:

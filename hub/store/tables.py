@@ -249,6 +249,36 @@ auth_refresh = Table(
     Index("ix_auth_refresh_family", "family"),
 )
 
+# Consent (consent/): the rules of each active patient-privacy Consent, flattened so the policy
+# decision point can filter searches in SQL. Rewritten in the same transaction as the Consent itself.
+consent_rule = Table(
+    "consent_rule",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("consent_id", String(64), nullable=False),  # Consent/[id]
+    Column("patient_id", String(64), nullable=False),
+    Column("decision", String(8), nullable=False),  # permit | deny
+    Column("custodian", String(80), nullable=True),  # the data-holding organisation ("ura:..."), NULL = any
+    Column("category", String(32), nullable=True),  # data category (GGC002 ...), NULL = all data
+    Column("actor_org", String(80), nullable=True),  # one consulting organisation ("ura:...")
+    Column("actor_category", String(32), nullable=True),  # a consulting organisation category (RPZAC...)
+    Column("purpose", String(32), nullable=True),  # purpose of use (TREAT ...), NULL = any
+    Column("period_start", DateTime(timezone=False), nullable=True),
+    Column("period_end", DateTime(timezone=False), nullable=True),
+    Column("specificity", Integer, nullable=False),  # higher wins; deny wins a tie
+    Index("ix_consent_rule_patient", "patient_id", "decision"),
+    Index("ix_consent_rule_consent", "consent_id"),
+)
+
+# The organisations that wrote any version of a resource: they always see it (data holder).
+resource_author = Table(
+    "resource_author",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("org", String(80), primary_key=True),  # "ura:12345678" | "agb:..." | "client:..."
+)
+
 # Patient-bound access tokens issued to PGO apps, so they can be revoked before they expire: by the
 # app (/auth/revoke), or with their whole login (`family`) when a code or refresh token is reused.
 auth_access_token = Table(

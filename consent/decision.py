@@ -1,0 +1,327 @@
+"""The one policy decision point: may this principal see this patient's data?
+
+    decide(subject, patient, category, authors, rules, implied) -> Decision   (one resource)
+    visibility(subject)(types, row) -> SQL condition                          (searches)
+
+Both state the same rules (tests compare them on generated cases):
+1. the operator (local commands) and data outside the patient compartment or identification data
+   (the Patient resource itself, see categories.py): permit;
+2. a patient sees their own data (a PGO token; hub/auth confines it to its own compartment);
+3. an organisation that wrote the data (any version) sees it;
+4. organisations that are not care providers (auditor, PGO, consent registry) see nothing else,
+   and no care provider sees the patient's privacy choices (patient-privacy Consents);
+5. the patient's consent rules that match (data category, custodian, consulting organisation or
+   category, purpose, period): the most specific wins, deny wins a tie;
+6. implied consent in a care process: the organisation named as owner of the patient's Task
+   (eOverdracht, referral) or performer of a ServiceRequest counts as a permit of specificity 19,
+   so only a deny naming that organisation itself overrides it;
+7. break-the-glass (a token with purpose of use ETREAT/BTG and a stated reason): permit, flagged;
+8. otherwise deny (Wabvpz: no exchange without consent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, false, func, not_, or_, select, true
+
+from consent.categories import BEHANDEL, ORGANISATION_CATEGORY, PARENT, PRIVACY, category_of, category_sql, covering
+from consent.model import AGB_SYSTEM, URA_SYSTEM, Rule
+from hub.store.repository import utcnow
+from hub.store.tables import consent_rule, idx_reference, idx_token, resource, resource_author
+
+IMPLIED_SPECIFICITY = 19
+BREAK_THE_GLASS_PURPOSES = frozenset({"ETREAT", "BTG"})
+ENDED_STATUSES = ("cancelled", "rejected", "entered-in-error", "revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who asks, as the decision point sees it."""
+
+    local: bool = False
+    patient_id: str | None = None  # a patient's own token
+    org: str | None = None  # "ura:..." / "agb:..." / "client:..."
+    org_category: str | None = None  # RPZAC code; None: not a care provider
+    purpose: str = "TREAT"
+    break_the_glass: str | None = None  # the stated reason
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    permit: bool
+    reason: str
+    rule: str  # own-data | author | consent | care-process | break-the-glass | no-consent | ...
+    consent: str | None = None  # Consent/[id] that decided
+    break_the_glass: str | None = None
+
+    def fact(self) -> dict[str, Any]:
+        return {
+            "decision": "permit" if self.permit else "deny",
+            "reason": self.reason,
+            "rule": self.rule,
+            "consent": self.consent,
+            "break_the_glass": self.break_the_glass,
+        }
+
+
+def org_key(ura: str | None, agb: str | None, client_id: str | None) -> str | None:
+    if ura:
+        return f"ura:{ura}"
+    if agb:
+        return f"agb:{agb}"
+    return f"client:{client_id}" if client_id else None
+
+
+def subject_of(principal: Any, break_the_glass_reason: str | None = None) -> Subject:
+    if principal.kind == "local":  # an operator command; may load data on behalf of a data holder
+        return Subject(local=True, org=org_key(principal.organisation_ura, principal.organisation_agb, None))
+    purpose = principal.purpose_of_use or "TREAT"
+    care_provider = ORGANISATION_CATEGORY.get(principal.organisation_type or "")
+    emergency = purpose in BREAK_THE_GLASS_PURPOSES and care_provider is not None and principal.patient_id is None
+    return Subject(
+        patient_id=principal.patient_id,
+        org=org_key(principal.organisation_ura, principal.organisation_agb, principal.client_id),
+        org_category=care_provider,
+        purpose=purpose,
+        break_the_glass=break_the_glass_reason if emergency else None,
+    )
+
+
+def matches(rule: Rule, subject: Subject, category: str, authors: set[str], now: datetime) -> bool:
+    return (
+        (rule.category is None or rule.category in covering(category))
+        and (rule.custodian is None or rule.custodian in authors)
+        and (rule.actor_org is None or rule.actor_org == subject.org)
+        and (rule.actor_category is None or rule.actor_category == subject.org_category)
+        and (rule.purpose is None or rule.purpose == subject.purpose)
+        and (rule.period_start is None or rule.period_start <= now)
+        and (rule.period_end is None or rule.period_end >= now)
+    )
+
+
+def decide(
+    subject: Subject,
+    patient: str | None,
+    category: str | None,
+    authors: set[str],
+    rules: list[Rule],
+    implied: bool,
+    now: datetime | None = None,
+) -> Decision:
+    if subject.local:
+        return Decision(True, "operator access on the hub itself", "operator")
+    if patient is None or category is None:
+        return Decision(True, "not consent-bound (identification or no patient data)", "not-patient-data")
+    if subject.patient_id is not None:
+        if subject.patient_id == patient:
+            return Decision(True, "the patient's own data", "own-data")
+        return Decision(False, "another patient's data", "other-patient")
+    if subject.org is not None and subject.org in authors:
+        return Decision(True, "the organisation holds this data (it wrote it)", "author")
+    if subject.org_category is None:
+        return Decision(False, "this kind of organisation does not receive patient data", "not-a-care-provider")
+    if category == PRIVACY:
+        return Decision(False, "a patient's privacy choices are not shared with care providers", "privacy")
+    at = now or utcnow()
+    best_permit = best_deny = -1
+    permit_rule = deny_rule = None
+    for r in rules:
+        if r.patient_id != patient or not matches(r, subject, category, authors, at):
+            continue
+        if r.decision == "permit" and r.specificity > best_permit:
+            best_permit, permit_rule = r.specificity, r
+        elif r.decision == "deny" and r.specificity > best_deny:
+            best_deny, deny_rule = r.specificity, r
+    if implied and best_permit < IMPLIED_SPECIFICITY:
+        best_permit, permit_rule = IMPLIED_SPECIFICITY, None
+    if best_permit > best_deny:
+        if permit_rule is None:
+            return Decision(True, "implied consent: the organisation takes part in the patient's care", "care-process")
+        return Decision(True, "the patient consented", "consent", f"Consent/{permit_rule.consent_id}")
+    if subject.break_the_glass:
+        return Decision(True, "break-the-glass", "break-the-glass", None, subject.break_the_glass)
+    if deny_rule is not None:
+        return Decision(False, "the patient refused consent", "consent-deny", f"Consent/{deny_rule.consent_id}")
+    return Decision(False, "the patient has not consented to sharing with this organisation", "no-consent")
+
+
+# -- SQL -------------------------------------------------------------------------------------------
+
+
+def _org_ids(key: str) -> Any:
+    """Organization ids carrying the URA/AGB identifier of an organisation key."""
+    prefix, _, value = key.partition(":")
+    system = {"ura": URA_SYSTEM, "agb": AGB_SYSTEM}.get(prefix)
+    if system is None:
+        return None
+    org = resource.alias("org")
+    return select(org.c.res_id).where(
+        org.c.res_type == "Organization",
+        org.c.is_current,
+        org.c.pk.in_(
+            select(idx_token.c.resource_pk).where(
+                idx_token.c.res_type == "Organization",
+                idx_token.c.param == "identifier",
+                idx_token.c.system == system,
+                idx_token.c.code == value,
+            )
+        ),
+    )
+
+
+def implied_patients(key: str) -> Any:
+    """Patients whose live Task names the organisation as owner, or ServiceRequest as performer."""
+    prefix, _, value = key.partition(":")
+    system = {"ura": URA_SYSTEM, "agb": AGB_SYSTEM}.get(prefix)
+    orgs = _org_ids(key)
+    if system is None or orgs is None:
+        return None
+    ref = idx_reference.c
+    carrier = resource.alias("carrier")
+    naming = select(ref.resource_pk).where(
+        or_(
+            and_(ref.res_type == "Task", ref.param == "owner"),
+            and_(ref.res_type == "ServiceRequest", ref.param == "performer"),
+        ),
+        or_(
+            and_(ref.target_type == "Organization", ref.target_id.in_(orgs)),
+            and_(ref.id_system == system, ref.id_value == value),
+        ),
+    )
+    ended = select(idx_token.c.resource_pk).where(
+        idx_token.c.res_type.in_(("Task", "ServiceRequest")),
+        idx_token.c.param == "status",
+        idx_token.c.code.in_(ENDED_STATUSES),
+    )
+    return select(carrier.c.patient_id).where(
+        carrier.c.pk.in_(naming),
+        carrier.c.is_current,
+        not_(carrier.c.deleted),
+        carrier.c.patient_id.is_not(None),
+        carrier.c.pk.not_in(ended),
+    )
+
+
+def visibility(subject: Subject, registry: Any, implied: list[str]) -> Any:
+    """A search constraint (types, row) -> SQL condition equal to `decide` for every row.
+    `implied`: the patients whose care process names the subject's organisation (computed once per
+    request rather than nested here: chains and _has nest this, and SQLite's parser depth is limited)."""
+    applicable = _applicable(subject)
+
+    def constraint(types: list[str], r: Any = resource) -> Any:
+        if subject.local or subject.patient_id is not None or subject.break_the_glass:
+            return true()  # the operator; a patient (hub/auth confines the token); break-the-glass
+        if all(t == "Patient" or not registry.compartment_params("Patient", t) for t in types):
+            return true()  # identification or no patient data (e.g. the Practitioner of a chain)
+        category = category_sql(r, types)
+        free = or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
+        if subject.org is None:
+            return free
+        author = exists().where(
+            resource_author.c.res_type == r.c.res_type,
+            resource_author.c.res_id == r.c.res_id,
+            resource_author.c.org == subject.org,
+        )
+        if subject.org_category is None:
+            return or_(free, author)
+        return or_(free, author, _consented(r, category, implied, applicable))
+
+    return constraint
+
+
+def _applicable(subject: Subject) -> Any:
+    """The rules that can apply to this subject at all, as a CTE: rendered once at the top of the
+    statement, so the per-row test stays shallow however deep chains and _has nest it."""
+    now = utcnow()
+    x = consent_rule.c
+    return (
+        select(x.patient_id, x.decision, x.category, x.custodian, x.specificity)
+        .where(
+            or_(x.actor_org.is_(None), x.actor_org == subject.org),
+            or_(x.actor_category.is_(None), x.actor_category == subject.org_category),
+            or_(x.purpose.is_(None), x.purpose == subject.purpose),
+            or_(x.period_start.is_(None), x.period_start <= now),
+            or_(x.period_end.is_(None), x.period_end >= now),
+        )
+        .cte("consent_applicable")
+    )
+
+
+def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> Any:
+    def best(decision: str) -> Any:
+        a = applicable.alias()
+        authors = select(resource_author.c.org).where(
+            resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id
+        )
+        return (
+            select(func.coalesce(func.max(a.c.specificity), -1))
+            .where(
+                a.c.patient_id == r.c.patient_id,
+                a.c.decision == decision,
+                or_(
+                    a.c.category.is_(None),
+                    a.c.category == category,
+                    and_(a.c.category == BEHANDEL, category.in_(sorted(PARENT))),  # a high category covers the low
+                ),
+                or_(a.c.custodian.is_(None), a.c.custodian.in_(authors)),
+            )
+            .scalar_subquery()
+        )
+
+    best_deny = best("deny")
+    by_consent = best("permit") > best_deny
+    by_care = and_(r.c.patient_id.in_(implied), best_deny < IMPLIED_SPECIFICITY) if implied else false()
+    return and_(category.is_not(None), category != PRIVACY, or_(by_consent, by_care))
+
+
+# -- lookups for single resources ------------------------------------------------------------------
+
+
+@dataclass
+class Lookups:
+    """Per-interaction memo of what `decide` needs from the database."""
+
+    conn: Any
+    subject: Subject
+    rules: dict[str, list[Rule]] = field(default_factory=dict)
+
+    def rules_for(self, patient: str) -> list[Rule]:
+        if patient not in self.rules:
+            rows = self.conn.execute(select(consent_rule).where(consent_rule.c.patient_id == patient)).mappings()
+            self.rules[patient] = [
+                Rule(**{k: v for k, v in row.items() if k not in ("pk", "specificity")}) for row in rows
+            ]
+        return self.rules[patient]
+
+    def authors(self, res_type: str, res_id: str) -> set[str]:
+        rows = self.conn.execute(
+            select(resource_author.c.org).where(
+                resource_author.c.res_type == res_type, resource_author.c.res_id == res_id
+            )
+        )
+        return {row[0] for row in rows}
+
+    _implied_all: list[str] | None = None
+
+    def implied_patients(self) -> list[str]:
+        """All patients whose care process names the subject's organisation (one query per request)."""
+        if self._implied_all is None:
+            sub = implied_patients(self.subject.org or "") if self.subject.org_category else None
+            self._implied_all = [] if sub is None else sorted({row[0] for row in self.conn.execute(sub)})
+        return self._implied_all
+
+    def implied_for(self, patient: str) -> bool:
+        return patient in self.implied_patients()
+
+    def decide(self, res: dict[str, Any], patient: str | None) -> Decision:
+        s = self.subject
+        category = category_of(res) if patient is not None else None
+        if s.local or s.patient_id is not None or patient is None or category is None:
+            return decide(s, patient, category, set(), [], False)
+        authors = self.authors(str(res.get("resourceType")), str(res.get("id")))
+        if s.org in authors:
+            return decide(s, patient, category, authors, [], False)
+        return decide(s, patient, category, authors, self.rules_for(patient), self.implied_for(patient))

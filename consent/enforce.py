@@ -1,0 +1,157 @@
+"""Consent enforcement: the interaction-pipeline step after scope authorisation.
+
+Every read path goes through the decision point (consent/decision.py): single resources through
+`Context.visible` (read, vread, history, includes, $everything, batch GETs: a hidden resource
+looks like one that does not exist), searches through an SQL constraint so totals and paging
+count only what may be seen, and chains and `_has` look only into visible rows (hub/search/planner).
+
+Writes keep the consent state current in the same transaction: the organisation that wrote a
+resource is recorded as one of its authors, and a written patient-privacy Consent is flattened
+into `consent_rule` rows (a withdrawn one loses them), so a change counts from the next request.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select
+
+from consent.decision import BREAK_THE_GLASS_PURPOSES, Decision, Lookups, Subject, subject_of, visibility
+from consent.model import is_privacy_consent, org_key_from_identifier, rules_of
+from hub.formats.outcome import FhirError, not_found
+from hub.pipeline import (
+    BATCH,
+    CAPABILITIES,
+    CREATE,
+    DELETE,
+    HISTORY_INSTANCE,
+    PATCH,
+    TRANSACTION,
+    UPDATE,
+    Context,
+    Result,
+)
+from hub.store.repository import Stored
+from hub.store.tables import consent_rule, resource, resource_author
+
+BREAK_THE_GLASS_HEADER = "x-break-glass-reason"
+CONSENT_WRITERS = frozenset({"consent-registry"})  # besides the patient (own token) and the operator
+
+
+class ConsentEnforcement:
+    def before(self, ctx: Context) -> None:
+        i = ctx.interaction
+        p = i.principal
+        if i.kind == CAPABILITIES or p.kind == "anonymous":
+            return
+        reason = (i.request_headers.get(BREAK_THE_GLASS_HEADER) or "").strip() or None
+        if p.kind != "local" and p.purpose_of_use in BREAK_THE_GLASS_PURPOSES and not reason:
+            raise FhirError(
+                403, "forbidden", f"break-the-glass needs a stated reason (the {BREAK_THE_GLASS_HEADER} header)"
+            )
+        subject = subject_of(p, reason)
+        ctx.facts["consent-subject"] = subject
+        if i.kind in (BATCH, TRANSACTION):
+            return  # every entry passes this step on its own
+        self._check_privacy_consent_write(ctx, subject)
+        if subject.local or subject.patient_id is not None:
+            return  # the operator; a patient's own token (hub/auth confines it to its compartment)
+        lookups = Lookups(ctx.conn, subject)
+        indexer = ctx.services.indexer
+        seen: dict[tuple[str, str], int] = ctx.facts.setdefault("consent-decisions", {})
+
+        def visible(c: Context, stored: Stored) -> bool:
+            if stored.content is None:
+                return True  # a deleted version shows only that it was deleted
+            res = stored.resource()
+            decision = lookups.decide(res, indexer.patient_id(res))
+            key = (decision.rule, decision.consent or "")
+            seen[key] = seen.get(key, 0) + 1
+            _record(c, decision)
+            return decision.permit
+
+        ctx.visible.append(visible)
+        ctx.facts.setdefault("search-constraints", []).append(
+            visibility(subject, ctx.services.search_params, lookups.implied_patients())
+        )
+        if subject.break_the_glass:
+            _record(ctx, Decision(True, "break-the-glass", "break-the-glass", None, subject.break_the_glass))
+        if i.kind in (UPDATE, PATCH, DELETE, HISTORY_INSTANCE) and i.res_type and i.res_id:
+            current = ctx.repo.current(i.res_type, i.res_id)
+            if current is not None and not current.deleted and not visible(ctx, current):
+                raise not_found(f"{i.res_type}/{i.res_id} is not known")
+
+    def after(self, ctx: Context, result: Result) -> None:
+        i = ctx.interaction
+        if not i.writes or i.kind in (BATCH, TRANSACTION):
+            return
+        stored = result.stored
+        subject: Subject | None = ctx.facts.get("consent-subject")
+        if stored is not None and not stored.deleted and not (i.kind == CREATE and result.status != 201):
+            if subject is not None and subject.org and subject.patient_id is None:
+                _add_author(ctx, stored, subject.org)
+            if stored.res_type == "Consent":
+                refresh_rules(ctx, stored)
+        elif i.res_type == "Consent":
+            _drop_rules_of_deleted(ctx)
+
+    def failed(self, ctx: Context, error: FhirError) -> None:
+        return None
+
+    @staticmethod
+    def _check_privacy_consent_write(ctx: Context, subject: Subject) -> None:
+        i = ctx.interaction
+        if not i.writes or i.res_type != "Consent" or subject.local or subject.patient_id is not None:
+            return
+        if ctx.interaction.principal.organisation_type in CONSENT_WRITERS:
+            return
+        body = i.body if isinstance(i.body, dict) else None
+        current = ctx.repo.current("Consent", i.res_id) if i.res_id else None
+        touches = (body is not None and is_privacy_consent(body)) or (
+            current is not None and current.content is not None and is_privacy_consent(current.resource())
+        )
+        if touches or (i.kind == PATCH and current is None) or (i.kind == DELETE and not i.res_id):
+            raise FhirError(
+                403, "forbidden", "patient-privacy Consents are written by the patient or the consent registry"
+            )
+
+
+def _record(ctx: Context, decision: Decision) -> None:
+    """The decision the audit record names: the first denial or break-the-glass wins over a permit."""
+    current = ctx.facts.get("consent")
+    stronger = not decision.permit or decision.break_the_glass
+    if current is None or (current["decision"] == "permit" and not current.get("break_the_glass") and stronger):
+        ctx.facts["consent"] = decision.fact()
+
+
+def _add_author(ctx: Context, stored: Stored, org: str) -> None:
+    t = resource_author
+    known = ctx.conn.execute(
+        select(t.c.org).where(t.c.res_type == stored.res_type, t.c.res_id == stored.res_id, t.c.org == org)
+    ).first()
+    if known is None:
+        ctx.conn.execute(insert(t).values(res_type=stored.res_type, res_id=stored.res_id, org=org))
+
+
+def refresh_rules(ctx: Context, stored: Stored) -> None:
+    ctx.conn.execute(delete(consent_rule).where(consent_rule.c.consent_id == stored.res_id))
+    rules = rules_of(stored.resource(), lambda ref: _resolve_org(ctx, ref))
+    if rules:
+        ctx.conn.execute(insert(consent_rule), [r.row() for r in rules])
+
+
+def _drop_rules_of_deleted(ctx: Context) -> None:
+    gone = select(resource.c.res_id).where(resource.c.res_type == "Consent", resource.c.is_current, resource.c.deleted)
+    ctx.conn.execute(delete(consent_rule).where(consent_rule.c.consent_id.in_(gone)))
+
+
+def _resolve_org(ctx: Context, ref: str) -> str | None:
+    kind, _, org_id = ref.partition("/")
+    if kind != "Organization" or not org_id:
+        return None
+    found = ctx.repo.current("Organization", org_id)
+    if found is None or found.content is None:
+        return None
+    for ident in found.resource().get("identifier") or []:
+        key = org_key_from_identifier(ident)
+        if key is not None:
+            return key
+    return None
