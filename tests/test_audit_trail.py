@@ -329,3 +329,43 @@ def _minimal_event() -> dict[str, Any]:
         "agent": [{"requestor": True, "who": {"identifier": {"value": "x"}}}],
         "source": {"observer": {"display": "test"}},
     }
+
+
+class StatedConsent:
+    """Stands in for the consent step: states its decision in ctx.facts as the consent step does."""
+
+    def before(self, ctx: Any) -> None:
+        ctx.facts["consent"] = {
+            "decision": "permit",
+            "reason": "emergency",
+            "rule": "break-the-glass",
+            "consent": "Consent/c1",
+            "break_the_glass": "unconscious at the SEH",
+        }
+        ctx.facts["consent-hidden"] = 2
+
+    def after(self, ctx: Any, result: Any) -> None:
+        return None
+
+    def failed(self, ctx: Any, error: Any) -> None:
+        return None
+
+
+def test_the_consent_decision_and_break_the_glass_are_recorded(services: Services) -> None:
+    stated = Services(services.settings, services.db, interceptors=[StatedConsent()])
+    with TestClient(create_app(services=stated), base_url=ORIGIN) as c:
+        c.headers["Authorization"] = f"Bearer {token_for(stated)}"
+        pid = c.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
+        assert c.get(f"/fhir/Patient/{pid}").status_code == 200
+    event = records(services.db)[-1]["event"]
+    consent = next(e for e in event["entity"] if e.get("role", {}).get("code") == "13")
+    assert consent["what"] == {"reference": "Consent/c1"}
+    assert {d["type"]: d["valueString"] for d in consent["detail"]} == {
+        "decision": "permit",
+        "rule": "break-the-glass",
+        "reason": "emergency",
+        "break-the-glass": "unconscious at the SEH",
+        "hidden-resources": "2",
+    }
+    btg = event["purposeOfEvent"][-1]
+    assert btg["coding"][0]["code"] == "BTG" and btg["text"] == "unconscious at the SEH"

@@ -10,6 +10,7 @@ lock, SQLite its write lock (write transactions begin IMMEDIATE).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -84,6 +85,10 @@ def sign_checkpoint(keys: Any, seq: int, hash_: str, created: datetime) -> tuple
     return str(key.kid), jws.serialize_compact({"alg": "RS256", "kid": key.kid}, payload, key)
 
 
+_INSERT = insert(audit_record)
+_HEAD = select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
+
+
 class AuditTrail:
     """Appends AuditEvents to the chain; one per process (hub.app.Services.audit)."""
 
@@ -95,6 +100,10 @@ class AuditTrail:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self._last_checkpoint: tuple[int, datetime] | None = None  # a hint; the lock makes it safe
+        # PostgreSQL: a read's audit record commits without waiting for the WAL flush unless this is
+        # set: a database crash can then lose the last moments of read records (the guarantee SQLite's
+        # WAL + synchronous=NORMAL gives every commit), instead of one fsync per read.
+        self.sync_reads = os.environ.get("HUB_AUDIT_SYNC_READS") == "1"
         self._mutex = threading.Lock()
 
     def write(self, events: Sequence[dict[str, Any]]) -> None:
@@ -103,15 +112,18 @@ class AuditTrail:
             with self.db.transaction(write=True) as conn:
                 self.append(conn, events)
 
-    def append(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+    def append_for_read(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+        """Append in a read's transaction (PostgreSQL), which has nothing else to make durable."""
+        self.append(conn, events, relaxed=not self.sync_reads)
+
+    def append(self, conn: Connection, events: Sequence[dict[str, Any]], relaxed: bool = False) -> None:
         """Append in the caller's write transaction: the records commit or roll back with it."""
         if not events:
             return
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
-        head = conn.execute(
-            select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
-        ).first()
+        if conn.dialect.name == "postgresql":  # one round trip: the chain lock (and the relaxed commit)
+            sync = "SELECT set_config('synchronous_commit', 'off', true), " if relaxed else "SELECT "
+            conn.exec_driver_sql(sync + "pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+        head = conn.execute(_HEAD).first()
         seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
         rows = []
         for event in events:
@@ -120,7 +132,7 @@ class AuditTrail:
             digest = link(prev, content)
             rows.append({**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest})
             prev = digest
-        conn.execute(insert(audit_record), rows)
+        conn.execute(_INSERT, rows)
         self._maybe_checkpoint(conn, seq, prev)
 
     def _maybe_checkpoint(self, conn: Connection, seq: int, hash_: str) -> None:

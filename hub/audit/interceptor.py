@@ -83,8 +83,10 @@ class Audit:
             return  # the bundle's own after() writes its entries' records
         batch = list(pending)
         pending.clear()
-        if i.writes or ctx.conn.dialect.name != "sqlite":
+        if i.writes:
             self.trail.append(ctx.conn, batch)
+        elif ctx.conn.dialect.name != "sqlite":
+            self.trail.append_for_read(ctx.conn, batch)
         else:
             ctx.on_commit(lambda: self.trail.write(batch))
 

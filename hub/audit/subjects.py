@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from hub.audit.record import BSN_SYSTEM, Touched
 from hub.pipeline import DELETE, Context, Result
@@ -37,11 +37,17 @@ def stored_in(result: Result) -> list[Stored]:
 def touched(ctx: Context, result: Result | None) -> Touched:
     i = ctx.interaction
     t = Touched()
+    looked_up: set[str] = set()  # patients whose BSN was asked for already (Synthea's have none)
     rows = stored_in(result) if result is not None else []
     if rows:
         owners = _owners(ctx.conn, [s.pk for s in rows])
         for s in rows:
-            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", owners.get(s.pk))
+            pid, bsn = owners.get(s.pk, (None, None))
+            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", pid)
+            if pid is not None:
+                looked_up.add(pid)
+                if bsn is not None:
+                    t.patients[pid] = bsn
     elif i.res_type and i.res_id and i.kind not in ("search-compartment", "operation"):
         pre = ctx.facts.get("audit-before")
         owner = pre[0] if pre else _owner_of(ctx.conn, i.res_type, i.res_id)
@@ -50,7 +56,7 @@ def touched(ctx: Context, result: Result | None) -> Touched:
             t.patients[pre[0]] = pre[1]
     for pid in named_patients(ctx):
         t.patients.setdefault(pid, None)
-    missing = [p for p, bsn in t.patients.items() if bsn is None]
+    missing = [p for p, bsn in t.patients.items() if bsn is None and p not in looked_up]
     if missing:
         t.patients.update(bsns(ctx.conn, missing))
     return t
@@ -82,11 +88,34 @@ def before_delete(ctx: Context) -> None:
         ctx.facts["audit-before"] = (owner, bsn)
 
 
-def _owners(conn: Connection, pks: list[int]) -> dict[int, str | None]:
-    out: dict[int, str | None] = {}
+_patient = resource.alias("patient_row")
+_bsn = idx_token.alias("bsn_row")
+# pk -> (patient compartment, BSN): one statement, built once (only the pk list varies).
+_OWNERS = (
+    select(resource.c.pk, resource.c.patient_id, _bsn.c.code)
+    .outerjoin(
+        _patient,
+        and_(_patient.c.res_type == "Patient", _patient.c.res_id == resource.c.patient_id, _patient.c.is_current),
+    )
+    .outerjoin(
+        _bsn,
+        and_(
+            _bsn.c.resource_pk == _patient.c.pk,
+            _bsn.c.res_type == "Patient",
+            _bsn.c.param == "identifier",
+            _bsn.c.system == BSN_SYSTEM,
+        ),
+    )
+    .where(resource.c.pk.in_(bindparam("pks", expanding=True)))
+)
+
+
+def _owners(conn: Connection, pks: list[int]) -> dict[int, tuple[str | None, str | None]]:
+    out: dict[int, tuple[str | None, str | None]] = {}
     for n in range(0, len(pks), _CHUNK):
-        q = select(resource.c.pk, resource.c.patient_id).where(resource.c.pk.in_(pks[n : n + _CHUNK]))
-        out.update({int(pk): pid for pk, pid in conn.execute(q)})
+        for pk, pid, bsn in conn.execute(_OWNERS, {"pks": pks[n : n + _CHUNK]}):
+            if out.get(int(pk), (None, None))[1] is None:
+                out[int(pk)] = (pid, bsn)
     return out
 
 
