@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+import consent.mitz  # noqa: F401  (registers Consent/$mitz-notify)
 from consent.enforce import ConsentEnforcement
 from hub.api.dispatch import execute
 from hub.api.routes import fhir_routes
