@@ -185,3 +185,13 @@ def test_patient_sees_who_accessed_their_record_in_plain_terms(services: Service
         assert internal not in raw, internal
     with http(services, token_for(services)) as system:
         assert system.get(f"/fhir/Patient/{a}/$access-log").status_code == 403
+
+
+def test_the_capability_statement_says_what_auditevent_supports(client: TestClient) -> None:
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    by_type = {r["type"]: r for r in rest["resource"]}
+    audit = by_type["AuditEvent"]
+    assert [i["code"] for i in audit["interaction"]] == ["read", "vread", "search-type"]
+    assert [o["name"] for o in audit["operation"]] == ["export-audit"]
+    assert {p["name"] for p in audit["searchParam"]} >= {"patient", "agent", "date", "outcome", "organization"}
+    assert "access-log" in [o["name"] for o in by_type["Patient"]["operation"]]

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conformance import capability as capabilities
 from hub.api import dispatch, operations
 from hub.api.render import Shape, error_response
 from hub.audit import access_log  # noqa: F401  (registers $access-log)
@@ -287,4 +288,39 @@ def audit_routes(services: Any) -> list[Route]:
     return [Route(f"/fhir/AuditEvent/{EXPORT}", export, methods=["GET"])]
 
 
+_SP = "http://hl7.org/fhir/SearchParameter/"
+SEARCH_PARAMS = [
+    ("_id", "token", _SP + "Resource-id"),
+    ("patient", "reference", _SP + "clinical-patient"),
+    ("agent", "reference", _SP + "AuditEvent-agent"),
+    ("altid", "token", _SP + "AuditEvent-altid"),
+    ("entity", "reference", _SP + "AuditEvent-entity"),
+    ("date", "date", _SP + "AuditEvent-date"),
+    ("outcome", "token", _SP + "AuditEvent-outcome"),
+    ("type", "token", _SP + "AuditEvent-type"),
+    ("subtype", "token", _SP + "AuditEvent-subtype"),
+    ("action", "token", _SP + "AuditEvent-action"),
+    ("organization", "token", "urn:hub:searchparameter:AuditEvent-organization"),
+]
+
+
+def capability(entry: dict[str, Any]) -> dict[str, Any]:
+    """AuditEvent in the CapabilityStatement: read and search only, for auditors."""
+    ops = [op for op in entry.get("operation", []) if op["name"] == EXPORT.lstrip("$")]
+    out: dict[str, Any] = {
+        "type": "AuditEvent",
+        "documentation": "The hub's NEN 7513 audit trail, read-only, for registered auditor clients. "
+        "Export: $export-audit with the search parameters and _outputFormat=ndjson|csv.",
+        "interaction": [{"code": c} for c in ("read", "vread", "search-type")],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "searchParam": [{"name": n, "type": t, "definition": d} for n, t, d in SEARCH_PARAMS],
+    }
+    if ops:
+        out["operation"] = ops
+    return out
+
+
 dispatch.TYPE_EXECUTORS["AuditEvent"] = execute
+capabilities.OVERRIDES["AuditEvent"] = capability
