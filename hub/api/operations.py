@@ -106,8 +106,8 @@ def _validate(ctx: Context) -> Result:
             issues.append(Issue("error", "required", "An update needs the resource's id", ["id"]))
         elif mode == "update" and i.res_id and resource.get("id") != i.res_id:
             issues.append(Issue("error", "invalid", f"The resource's id is not {i.res_id}", ["id"]))
-    if not any(x.severity in ("error", "fatal") for x in issues):
-        issues.append(Issue("information", "informational", "Validation successful: no errors"))
+    if not any(x.severity in ("error", "fatal") for x in issues):  # the verdict first, then any warnings
+        issues.insert(0, Issue("information", "informational", "Validation successful: no errors"))
     return Result(200, resource=operation_outcome(issues))
 
 
