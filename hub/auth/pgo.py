@@ -173,7 +173,7 @@ async def authorize(request: Request, services: Any) -> Response:
     here = origin(request, services.settings.base_url)
     items = list(request.query_params.multi_items())
     q = dict(items)
-    client_id, redirect_uri = q.get("client_id", ""), q.get("redirect_uri", "")
+    client_id, redirect_uri = q.get("client_id", "")[:100], q.get("redirect_uri", "")
     client = await run_in_threadpool(_client, services, client_id) if client_id else None
     if client is None or not client.active or client.organisation_type != "pgo":
         return pages.error_page(
