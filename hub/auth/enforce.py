@@ -4,6 +4,9 @@ Every interaction (and every entry of a batch or transaction) is checked against
 SMART scopes; a token bound to a patient (a PGO app) reaches only that patient's compartment,
 through every door: reads and vreads (others look like 404), searches (an SQL constraint, so totals
 and paging never count other patients' data), includes, history, $everything and writes.
+
+Beyond SMART's letter table: a conditional interaction also needs "s" (it searches), update-as-create
+also needs "c", and _include / chains / _has see only the types the token may read or search.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from hub.pipeline import (
     PATCH,
     SEARCH_COMPARTMENT,
     SEARCH_SYSTEM,
+    SEARCH_TYPE,
     TRANSACTION,
     UPDATE,
     Context,
+    Interaction,
     Principal,
     Result,
 )
@@ -40,8 +45,10 @@ from hub.search.planner import ReferenceValues
 from hub.store.repository import Stored
 from hub.store.tables import idx_reference, resource
 
-# Operations and what they need: (permission, on which type; None = the URL's type).
-OPERATION_NEEDS: dict[str, tuple[str, str | None]] = {"validate": ("", None), "everything": ("r", "Patient")}
+# Operations and what they need: (permissions, on which type; None = the URL's type). $validate of a
+# resource in the body needs no permission (it touches no stored data), of a stored instance "r".
+OPERATION_NEEDS: dict[str, tuple[str, str | None]] = {"validate": ("r", None), "everything": ("r", "Patient")}
+SEARCHES = (SEARCH_TYPE, SEARCH_SYSTEM, SEARCH_COMPARTMENT)
 
 
 def forbidden(text: str) -> FhirError:
@@ -80,24 +87,45 @@ class Authorisation:
             self._system_search(ctx, scopes)
         else:
             rt = i.compartment_type if i.kind == SEARCH_COMPARTMENT else i.res_type
-            need = NEEDS[i.kind]
-            if not permits(list(scopes), rt or "", need):
-                raise forbidden(f"the token's scopes do not allow '{need}' on {rt}")
+            # A conditional interaction searches for its target, so it needs "s" as well (otherwise
+            # a "c" token could read an existing resource through If-None-Exist).
+            needs = NEEDS[i.kind] + ("s" if _conditional(i) else "")
+            for need in needs:
+                if not permits(list(scopes), rt or "", need):
+                    raise forbidden(f"the token's scopes do not allow '{need}' on {rt}")
             if i.kind == UPDATE and i.res_id and not permits(list(scopes), rt or "", "c"):
                 current = ctx.repo.current(rt or "", i.res_id)
                 if current is None or current.deleted:
                     raise forbidden(f"this update would create {rt}/{i.res_id}; the token may not create {rt}")
+            if i.kind in SEARCHES or _conditional(i):
+                _search_only_searchable(ctx, scopes)
+        _show_only_readable(ctx, scopes)
         if p.patient_id is not None:
             self._patient_bound(ctx, p.patient_id)
 
     def after(self, ctx: Context, result: Result) -> None:
-        # A patch or conditional update may move a resource out of the patient's compartment.
-        p = ctx.interaction.principal
+        i = ctx.interaction
+        p = i.principal
         stored = result.stored
-        if p.patient_id is None or not ctx.interaction.writes or stored is None or stored.deleted:
+        if not i.writes or stored is None or p.kind == "local":
             return
-        if not in_compartment(ctx.services.search_params, stored, p.patient_id):
+        # A conditional update that matched nothing creates: that needs "c" (known only now).
+        if i.kind == UPDATE and result.status == 201 and not permits(list(scopes_of(p)), stored.res_type, "c"):
+            raise forbidden(f"this update would create {stored.res_type}/{stored.res_id}; the token may not create")
+        if p.patient_id is None or stored.deleted:
+            return
+        registry = ctx.services.search_params
+        # A patch or conditional update may move a resource out of the patient's compartment ...
+        if not in_compartment(registry, stored, p.patient_id):
             raise forbidden("a patient's token may only write data about its own patient")
+        # ... or, naming an id its criteria did not find, overwrite another patient's resource.
+        if i.kind in (UPDATE, PATCH) and stored.version_id > 1:
+            try:
+                previous = ctx.repo.vread(stored.res_type, stored.res_id, stored.version_id - 1)
+            except FhirError:
+                return  # the previous version is a deletion: this re-creates the resource
+            if not in_compartment(registry, previous, p.patient_id):
+                raise not_found(f"{stored.res_type}/{stored.res_id} is not known")
 
     def failed(self, ctx: Context, error: FhirError) -> None:
         return None
@@ -107,12 +135,15 @@ class Authorisation:
     def _operation(self, ctx: Context, scopes: tuple[Scope, ...]) -> None:
         i = ctx.interaction
         name = (i.operation or "").lstrip("$")
-        need, rt = OPERATION_NEEDS.get(name, ("r", None))
+        needs, rt = OPERATION_NEEDS.get(name, ("r", None))
         rt = rt or i.res_type
         if name == "validate" and not i.res_id:
             return  # validating a resource given in the body touches no stored data
-        if need and not permits(list(scopes), rt or "", need):
-            raise forbidden(f"the token's scopes do not allow ${name} ('{need}' on {rt})")
+        if name == "everything" and not i.res_id:
+            needs += "s"  # Patient/$everything?identifier=... searches for the patients first
+        for need in needs:
+            if not permits(list(scopes), rt or "", need):
+                raise forbidden(f"the token's scopes do not allow ${name} ('{need}' on {rt})")
         if name == "everything":
             # What the patient's record holds is returned only for types the token may read.
             readable = [t for t in structure().resource_types if permits(list(scopes), t, "r")]
@@ -163,7 +194,7 @@ class Authorisation:
             raise forbidden("a patient's token reads history per resource, not per type or system")
         if i.kind == OPERATION and (i.operation or "").lstrip("$") == "everything" and i.res_id != patient_id:
             raise forbidden("a patient's token may only ask $everything for its own patient")
-        if i.kind == HISTORY_INSTANCE and i.res_type and i.res_id:
+        if i.kind in (HISTORY_INSTANCE, OPERATION) and i.res_type and i.res_id:  # Observation/x/$validate too
             current = ctx.repo.current(i.res_type, i.res_id)
             if current is None or current.deleted or not visible(ctx, current):
                 raise not_found(f"{i.res_type}/{i.res_id} is not known")
@@ -174,6 +205,46 @@ class Authorisation:
             current = ctx.repo.current(i.res_type, i.res_id)
             if current is not None and not current.deleted and not visible(ctx, current):
                 raise not_found(f"{i.res_type}/{i.res_id} is not known")
+
+
+def _conditional(i: Interaction) -> bool:
+    return bool(i.kind == CREATE and i.if_none_exist) or (i.kind in (UPDATE, PATCH, DELETE) and not i.res_id)
+
+
+@lru_cache(maxsize=1024)
+def _searchable(scopes: tuple[Scope, ...]) -> tuple[str, ...] | None:
+    """The types the scopes may search; None when they may search every type."""
+    if any(s.resource_type == "*" and "s" in s.permissions for s in scopes):
+        return None
+    return tuple(sorted({s.resource_type for s in scopes if "s" in s.permissions}))
+
+
+def _search_only_searchable(ctx: Context, scopes: tuple[Scope, ...]) -> None:
+    """A chain or _has looks into other types' rows: only into those the token may search (the
+    planner applies search constraints inside chains too), so neither is an oracle on hidden data."""
+    searchable = _searchable(scopes)
+    if searchable is not None:
+        ctx.facts.setdefault("search-constraints", []).append(lambda _types, r=resource: r.c.res_type.in_(searchable))
+
+
+def _show_only_readable(ctx: Context, scopes: tuple[Scope, ...]) -> None:
+    """Resources of other types than the one asked for (_include, _revinclude) are shown only when
+    the token may read or search their type."""
+    if any(s.resource_type == "*" and s.permissions & {"r", "s"} for s in scopes):
+        return  # every type is readable: no per-resource check
+    i = ctx.interaction
+    asked = {i.res_type, i.compartment_type}
+    known: dict[str, bool] = {}
+
+    def shown(_ctx: Context, stored: Stored) -> bool:
+        rt = stored.res_type
+        if rt in asked:
+            return True
+        if rt not in known:
+            known[rt] = permits(list(scopes), rt, "r") or permits(list(scopes), rt, "s")
+        return known[rt]
+
+    ctx.visible.append(shown)
 
 
 def in_compartment(registry: Any, stored: Stored, patient_id: str) -> bool:
