@@ -369,3 +369,30 @@ def test_the_consent_decision_and_break_the_glass_are_recorded(services: Service
     }
     btg = event["purposeOfEvent"][-1]
     assert btg["coding"][0]["code"] == "BTG" and btg["text"] == "unconscious at the SEH"
+
+
+def test_a_bundle_of_writes_makes_one_record_per_patient_and_kind(services: Services, client: TestClient) -> None:
+    def obs(ref: str) -> dict[str, Any]:
+        return {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": ref}}
+
+    entries = [
+        {"fullUrl": "urn:uuid:a", "resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+        {
+            "fullUrl": "urn:uuid:b",
+            "resource": patient(identifier=[{"system": "urn:x", "value": "1"}]),
+            "request": {"method": "POST", "url": "Patient"},
+        },
+        *({"resource": obs("urn:uuid:a"), "request": {"method": "POST", "url": "Observation"}} for _ in range(3)),
+        {"resource": obs("urn:uuid:b"), "request": {"method": "POST", "url": "Observation"}},
+    ]
+    r = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=fhir_json()
+    )
+    assert r.status_code == 200, r.text
+    got = records(services.db)
+    assert [(x["subtype"], x["bsn"]) for x in got] == [("create", BSN), ("create", None), ("transaction", None)]
+    objects = [
+        [e["what"]["reference"].split("/")[0] for e in x["event"]["entity"] if e["role"]["code"] == "4"] for x in got
+    ]
+    assert objects[0] == ["Patient", "Observation", "Observation", "Observation"]
+    assert objects[1] == ["Patient", "Observation"]

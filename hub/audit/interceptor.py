@@ -38,6 +38,8 @@ from hub.pipeline import (
 log = logging.getLogger("hub.audit")
 
 PENDING = "audit-pending"
+GROUPS = "audit-bundle-writes"
+GROUPED = (CREATE, UPDATE, PATCH, DELETE)
 AUDIT_TYPE = "AuditEvent"
 AUDITOR = "auditor"
 
@@ -75,12 +77,29 @@ class Audit:
         i = ctx.interaction
         if i.kind == CAPABILITIES:
             return
+        if ctx.parent is not None and i.kind in GROUPED:
+            # A bundle's writes: one record per kind of write and patient, made when the bundle ends
+            # (a loaded patient record makes a few records listing its resources, not thousands).
+            groups: dict[str, list[subjects.Written]] = ctx.root.facts.setdefault(GROUPS, {})
+            groups.setdefault(i.kind, []).append(subjects.written(ctx, result))
+            return
         # A bundle's entries have records of their own; the trail's readers touch no patient data.
         skip = targets_trail(i) or i.kind in (BATCH, TRANSACTION)
         seen = Touched() if skip else subjects.touched(ctx, result)
-        pending = self._queue(ctx, rest_events(i, result.status, seen, ctx.facts))
+        events = rest_events(i, result.status, seen, ctx.facts)
         if ctx.parent is not None:
+            self._queue(ctx, events)
             return  # the bundle's own after() writes its entries' records
+        for kind, writes in ctx.facts.pop(GROUPS, {}).items():
+            like = Interaction(
+                kind,
+                principal=i.principal,
+                base_url=i.base_url,
+                request_headers=i.request_headers,
+                client_address=i.client_address,
+            )
+            self._queue(ctx, rest_events(like, 200, subjects.touched_by(ctx.conn, writes), {}))
+        pending = self._queue(ctx, events)
         batch = list(pending)
         pending.clear()
         if i.writes:
@@ -104,6 +123,7 @@ class Audit:
         if ctx.parent is not None:
             return
         # Whatever succeeded inside this interaction is rolled back with it: keep only the failures.
+        ctx.facts.pop(GROUPS, None)
         failures = [e for e in pending if e["outcome"] != "0"]
         pending.clear()
         ctx.on_rollback(lambda: self.trail.write(failures))

@@ -51,7 +51,7 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 CORRELATION_HEADERS = ("X-Correlation-ID", "MedMij-Request-ID")
-MAX_OBJECTS = 100  # data objects listed per event; the rest are counted
+MAX_OBJECTS = 1000  # data objects listed per event; the rest are counted
 
 _ACTION = {CREATE: "C", UPDATE: "U", PATCH: "U", DELETE: "D", READ: "R", VREAD: "R", HISTORY_INSTANCE: "R"}
 _QUERIES = (SEARCH_TYPE, SEARCH_SYSTEM, SEARCH_COMPARTMENT, HISTORY_TYPE, HISTORY_SYSTEM)

@@ -8,6 +8,7 @@ patient. BSNs come from the Patient's identifier index rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select
@@ -59,6 +60,36 @@ def touched(ctx: Context, result: Result | None) -> Touched:
     missing = [p for p, bsn in t.patients.items() if bsn is None and p not in looked_up]
     if missing:
         t.patients.update(bsns(ctx.conn, missing))
+    return t
+
+
+@dataclass(slots=True)
+class Written:
+    """A bundle entry's write; its patient is looked up with the others' when the bundle ends."""
+
+    ref: str
+    pk: int | None
+    owner: str | None = None
+    bsn: str | None = None
+
+
+def written(ctx: Context, result: Result) -> Written:
+    s = result.stored
+    if s is not None:
+        return Written(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", s.pk)
+    i = ctx.interaction
+    owner, bsn = ctx.facts.get("audit-before") or (None, None)
+    return Written(f"{i.res_type}/{i.res_id}", None, owner, bsn)
+
+
+def touched_by(conn: Connection, writes: list[Written]) -> Touched:
+    t = Touched()
+    owners = _owners(conn, [w.pk for w in writes if w.pk is not None])
+    for w in writes:
+        pid, bsn = owners.get(w.pk, (None, None)) if w.pk is not None else (w.owner, w.bsn)
+        t.add(w.ref, pid)
+        if pid is not None and bsn is not None:
+            t.patients[pid] = bsn
     return t
 
 
