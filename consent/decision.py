@@ -253,8 +253,10 @@ def _applicable(subject: Subject) -> Any:
 def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> Any:
     def best(decision: str) -> Any:
         a = applicable.alias()
-        authors = select(resource_author.c.org).where(
-            resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id
+        authors = (  # correlated two levels down: say so, or SQLAlchemy joins a fresh `resource`
+            select(resource_author.c.org)
+            .where(resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id)
+            .correlate(r)
         )
         return (
             select(func.coalesce(func.max(a.c.specificity), -1))
