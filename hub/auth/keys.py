@@ -84,6 +84,10 @@ class SigningKeys:
     def keyset(self) -> KeySet:
         return KeySet(list(self._fresh()))
 
+    def knows(self, kid: str) -> bool:
+        """Whether the key with this kid still verifies (it has not been retired)."""
+        return any(k.kid == kid for k in self._fresh())
+
     def public_jwks(self) -> dict[str, Any]:
         return {"keys": [k.as_dict(private=False) for k in self._fresh()]}
 

@@ -47,7 +47,7 @@ class TokenService:
         self.keys = keys
         self.system_lifetime = system_lifetime
         self.patient_lifetime = patient_lifetime
-        self._cache: OrderedDict[str, tuple[Principal, float, str]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[Principal, float, str, str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def issue(
@@ -96,11 +96,13 @@ class TokenService:
         with self._lock:
             hit = self._cache.get(token)
         if hit is not None:
-            principal, exp, aud = hit
+            principal, exp, aud, kid = hit
             if exp + _LEEWAY < now:
                 raise unauthorised("the access token has expired")
             if aud != audience:
                 raise unauthorised("the access token is not for this server")
+            if not self.keys.knows(kid):  # retired since it was cached (e.g. a compromised key)
+                raise unauthorised("the access token's signing key has been retired")
             return principal
         try:
             decoded = jwt.decode(token, self.keys.keyset, algorithms=[ALG])
@@ -122,7 +124,7 @@ class TokenService:
             raise unauthorised(f"the access token is not valid here ({exc.error})") from None
         principal = principal_from_claims(claims)
         with self._lock:
-            self._cache[token] = (principal, float(claims["exp"]), audience)
+            self._cache[token] = (principal, float(claims["exp"]), audience, str(decoded.header.get("kid")))
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return principal
