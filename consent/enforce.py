@@ -86,7 +86,9 @@ class ConsentEnforcement:
         stored = result.stored
         subject: Subject | None = ctx.facts.get("consent-subject")
         if stored is not None and not stored.deleted and not (i.kind == CREATE and result.status != 201):
-            if subject is not None and subject.org and subject.patient_id is None:
+            if subject is not None and subject.patient_id is not None:
+                _add_author(ctx, stored, f"patient:{subject.patient_id}")  # no retention duty (hub/rights)
+            elif subject is not None and subject.org:
                 _add_author(ctx, stored, subject.org)
             if stored.res_type == "Consent":
                 refresh_rules(ctx, stored)

@@ -134,7 +134,8 @@ def _collect(prov: dict[str, Any], inherited: _Scope, resolve_org: OrgResolver, 
     decision = prov.get("type") or inherited.decision
     if decision not in ("permit", "deny"):
         raise FhirError(422, "value", f"provision.type must be permit or deny, not {decision!r}", f"{path}.type")
-    custodians, actors = [], []
+    custodians: list[str] = []
+    actors: list[str] = []
     for n, actor in enumerate(prov.get("actor") or []):
         key = _actor_org(actor.get("reference") or {}, resolve_org)
         if key is None:
@@ -164,8 +165,12 @@ def _collect(prov: dict[str, Any], inherited: _Scope, resolve_org: OrgResolver, 
     # One named consulting organisation is more specific than the categories beside it: each is a rule.
     consulting: list[tuple[str | None, str | None]] = [(o, None) for o in scope.actor_orgs]
     consulting += [(None, c) for c in scope.provider_categories if not scope.actor_orgs]
+    anything: list[str | None] = [None]
     for (org, cat), custodian, data, purpose in product(
-        consulting or [(None, None)], scope.custodians or [None], scope.categories or [None], scope.purposes or [None]
+        consulting or [(None, None)],
+        scope.custodians or anything,
+        scope.categories or anything,
+        scope.purposes or anything,
     ):
         out.append(
             Rule(

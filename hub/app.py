@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import consent.mitz  # noqa: F401  (registers Consent/$mitz-notify)
+import hub.rights.erasure  # noqa: F401  (registers Patient/$avg-erase and $avg-export)
 from consent.enforce import ConsentEnforcement
 from hub.api.dispatch import execute
 from hub.api.routes import fhir_routes

@@ -24,6 +24,8 @@ class Settings:
     system_token_lifetime: int = field(default_factory=lambda: min(_int_env("HUB_SYSTEM_TOKEN_SECONDS", 300), 300))
     patient_token_lifetime: int = field(default_factory=lambda: min(_int_env("HUB_PATIENT_TOKEN_SECONDS", 900), 900))
     refresh_token_lifetime: int = field(default_factory=lambda: _int_env("HUB_REFRESH_TOKEN_SECONDS", 8 * 3600))
+    # AVG erasure is refused while care providers must keep the data (WGBO: 20 years after the last change).
+    retention_years: int = field(default_factory=lambda: _int_env("HUB_RETENTION_YEARS", 20))
     # Client secrets are for development set-ups only; production clients sign a JWT assertion.
     allow_development_secrets: bool = field(default_factory=lambda: os.environ.get("HUB_DEVELOPMENT") == "1")
     # Profile validation on write: default (enforce the hub's own profiles, warn for others) | off | warn | enforce.
