@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -396,3 +397,21 @@ def test_a_bundle_of_writes_makes_one_record_per_patient_and_kind(services: Serv
     ]
     assert objects[0] == ["Patient", "Observation", "Observation", "Observation"]
     assert objects[1] == ["Patient", "Observation"]
+
+
+def test_a_refusal_inside_the_pipeline_is_recorded_once(services: Services) -> None:
+    from hub.store.tables import auth_access_token
+
+    app = system_client("pgo-app", "patient/*.rs", organisation_type="pgo", ura=None)
+    token = token_for(services, app, patient_id="p1", subject=BSN)
+    jti = services.tokens.verify(token, BASE).token_id
+    with services.db.transaction(write=True) as conn:
+        conn.execute(
+            auth_access_token.insert().values(
+                jti=jti, family="f", client_id="pgo-app", patient_id="p1", expires=datetime(2100, 1, 1), revoked=True
+            )
+        )
+    with TestClient(create_app(services=services), base_url=ORIGIN) as c:
+        assert c.get("/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    got = [(x["subtype"], x["outcome"], x["user_id"], x["client_id"]) for x in records(services.db)]
+    assert got == [("read", "4", BSN, "pgo-app")]

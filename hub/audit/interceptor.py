@@ -20,6 +20,7 @@ from typing import Any
 from hub.audit import subjects
 from hub.audit.chain import AuditTrail
 from hub.audit.record import Touched, rest_events
+from hub.audit.refusals import pipeline_recorded_refusal
 from hub.formats.outcome import FhirError
 from hub.pipeline import (
     BATCH,
@@ -122,6 +123,8 @@ class Audit:
         pending = self._queue(ctx, rest_events(i, error.status, seen, ctx.facts, f"{error.status} {text}"))
         if ctx.parent is not None:
             return
+        if error.status == 401:
+            pipeline_recorded_refusal()
         # Whatever succeeded inside this interaction is rolled back with it: keep only the failures.
         ctx.facts.pop(GROUPS, None)
         failures = [e for e in pending if e["outcome"] != "0"]

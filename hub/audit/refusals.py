@@ -1,11 +1,13 @@
 """Requests refused before they reach the pipeline: 401 for a missing or invalid token.
 
 The FHIR routes authenticate before they build the interaction, so the pipeline's `failed()` never
-sees these; this ASGI middleware records every 401 on /fhir before the response goes out.
+sees these; this ASGI middleware records every 401 on /fhir before the response goes out, unless
+the pipeline recorded it already (a revoked token is refused inside it).
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +17,16 @@ from hub.audit.chain import AuditTrail
 from hub.audit.record import Touched, rest_events
 from hub.formats.outcome import FhirError
 from hub.pipeline import OPERATION, Interaction
+
+# Per request: whether the pipeline has recorded the refusal. A mutable holder, because the pipeline
+# runs in a worker thread on a copy of this context.
+_REQUEST: ContextVar[dict[str, bool] | None] = ContextVar("hub_audit_request", default=None)
+
+
+def pipeline_recorded_refusal() -> None:
+    holder = _REQUEST.get()
+    if holder is not None:
+        holder["recorded"] = True
 
 
 def _interaction(scope: Scope) -> Interaction:
@@ -51,8 +63,11 @@ class RefusalAudit:
             await self.app(scope, receive, send)
             return
 
+        holder = {"recorded": False}
+        _REQUEST.set(holder)
+
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 401:
+            if message["type"] == "http.response.start" and message["status"] == 401 and not holder["recorded"]:
                 await run_in_threadpool(self._record, scope, list(message.get("headers", [])))
             await send(message)
 
