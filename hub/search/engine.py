@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, false, func, or_, select, tuple_
 
 from hub.api.paging import bundle, decode_cursor, encode_cursor, full_url
 from hub.fhirmodel.structure import structure
@@ -25,6 +25,7 @@ from hub.terminology.service import Terminology
 
 MAX_INCLUDES = 1000  # included resources per page, against runaway :iterate
 MAX_MATCH = 1000  # conditional interactions look at no more than this many matches
+EXACT_UP_TO = 1000  # _total=estimate counts exactly up to here (see estimate_total)
 
 
 @dataclass
@@ -147,12 +148,22 @@ class SearchEngine:
         filtered = self._filtered(types, query.clauses, ctx, extra)
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = query.total != "none" or query.summary == "count"
-        matches, total, next_cursor, prev_cursor = self.paged(ctx, filtered, keys, query.page, query.count, want_total)
+        estimate = query.total == "estimate" and query.summary != "count"
+        matches, total, next_cursor, prev_cursor = self.paged(
+            ctx, filtered, keys, query.page, query.count, want_total, estimate
+        )
         included = self._includes(ctx, query.includes, matches) if query.includes and query.summary != "count" else []
         return Page(matches, included, total, next_cursor, prev_cursor, query)
 
     def paged(
-        self, ctx: Context, filtered: Any, sort: list[tuple[Any, bool]], page: str | None, count: int, want_total: bool
+        self,
+        ctx: Context,
+        filtered: Any,
+        sort: list[tuple[Any, bool]],
+        page: str | None,
+        count: int,
+        want_total: bool,
+        estimate: bool = False,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
         """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
         with keyset cursors for the next and previous pages, and the total if wanted."""
@@ -167,7 +178,12 @@ class SearchEngine:
         for k, desc in keys:  # forward: NULLs last; backwards is the exact reverse
             ascending = desc == backwards
             column = k.asc() if ascending else k.desc()
-            order.append(column.nulls_first() if backwards else column.nulls_last())
+            if getattr(k, "nullable", True) is False:
+                # A NOT NULL column (_lastUpdated, type, id): no NULLS clause, so PostgreSQL can walk
+                # an index backwards for a descending sort (DESC NULLS LAST would not match it).
+                order.append(column)
+            else:
+                order.append(column.nulls_first() if backwards else column.nulls_last())
         rows = list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1))) if count > 0 else []
         more = len(rows) > count
         rows = rows[:count]
@@ -176,7 +192,7 @@ class SearchEngine:
         matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s)]
         total = None
         if want_total:
-            total = int(ctx.conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one())
+            total = estimate_total(ctx.conn, filtered) if estimate else count_total(ctx.conn, filtered)
         next_cursor = prev_cursor = None
         if rows:
             last, first = rows[-1], rows[0]
@@ -280,6 +296,24 @@ class SearchEngine:
         if i.operation:
             return "/".join(p for p in (i.res_type, i.res_id, i.operation) if p)
         return i.res_type or ""
+
+
+def count_total(conn: Connection, filtered: Any) -> int:
+    return int(conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one())
+
+
+def estimate_total(conn: Connection, filtered: Any) -> int:
+    """_total=estimate: exact up to EXACT_UP_TO matches (counting stops there, so it stays cheap);
+    beyond that PostgreSQL's row estimate for the search query (EXPLAIN, nothing executed), never less
+    than what was counted. SQLite keeps no statistics to estimate from: it counts."""
+    counted = count_total(conn, filtered.limit(EXACT_UP_TO + 1))
+    if counted <= EXACT_UP_TO or conn.dialect.name != "postgresql":
+        return counted if counted <= EXACT_UP_TO else count_total(conn, filtered)
+    compiled = filtered.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return max(int(plan[0]["Plan"]["Plan Rows"]), counted)
 
 
 def _local(ctx: Context) -> Any:
