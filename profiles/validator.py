@@ -22,14 +22,13 @@ from typing import Any
 from hub.fhirmodel.structure import structure
 from hub.formats.outcome import Issue
 from profiles import dutch, invariants
+from profiles.checks import MAX_DEPTH, check_binding, check_reference
 from profiles.model import Compiled, Node, TypeRef, _primitives, compile_profile
 from profiles.registry import BASE_PREFIX, Registry
 from profiles.slicing import UNRESOLVED, assign, equals, matches_pattern, slicing_of
 from profiles.snapshot import SnapshotError
-from profiles.terminology import IN, OUT, expansion, member, system_codes
 
 Resolver = Callable[[str], dict[str, Any] | None]
-_MAX_DEPTH = 3  # nested resources / resolved references followed
 
 
 @dataclass(slots=True)
@@ -152,7 +151,7 @@ class Run:
                 "error", "value", f"Value {_show(v)} does not match the pattern {_show(node.pattern[1])}", item.path
             )
         if node.binding is not None and v is not None:
-            self.binding(node.binding, item)
+            check_binding(self, node.binding, item)
         if node.max_length is not None and isinstance(v, str) and len(v) > node.max_length:
             self.add("error", "too-long", f"Value is longer than the maximum length {node.max_length}", item.path)
         for key, severity, human, expression in node.constraints:
@@ -165,7 +164,7 @@ class Run:
             if problem:
                 self.add("error", "value", problem, item.path + ".value")
         if tref is not None and tref.targets and isinstance(v, dict):
-            self.reference(tref.targets, item)
+            check_reference(self, tref.targets, item)
         if node.children:
             if "." in node.path and isinstance(v, dict) and item.tcode and not _is_primitive(item.tcode):
                 self.type_invariants(item)  # a type's root element carries them; unfolded ones do not
@@ -403,7 +402,7 @@ class Run:
         base = self.compiled(rt)
         if base is not None:
             self.element(base.root, nested, TypeRef(rt))
-        if self.depth < _MAX_DEPTH:
+        if self.depth < MAX_DEPTH:
             for url in (res.get("meta") or {}).get("profile", ()):
                 compiled = self.compiled(url) if not self.registry.is_base(url) else None
                 if compiled is not None and compiled.type == rt:
@@ -411,72 +410,6 @@ class Run:
                     sub.bundle = self.bundle
                     sub.element(compiled.root, nested, TypeRef(rt))
                     self.issues.extend(sub.issues)
-
-    def binding(self, binding: tuple[str, str], item: Item) -> None:
-        strength, vs_url = binding
-        exp = expansion(self.registry, vs_url)
-        if exp is None:
-            return  # a value set not loaded here: not checked
-        v, tcode = item.value, item.tcode
-        pairs: list[tuple[Any, Any]]
-        if isinstance(v, str):
-            pairs = [(None, v)]
-        elif isinstance(v, dict) and tcode == "CodeableConcept":
-            pairs = [
-                (c.get("system"), c.get("code")) for c in v.get("coding", ()) if isinstance(c, dict) and c.get("code")
-            ]
-            if not pairs:
-                if strength == "required" and not v.get("coding"):
-                    self.add(
-                        "error", "code-invalid", f"No code provided, and a code from {vs_url} is required", item.path
-                    )
-                return
-        elif isinstance(v, dict) and tcode == "Coding" and v.get("code"):
-            pairs = [(v.get("system"), v["code"])]
-        else:
-            return
-        verdicts = [member(exp, s, c) for s, c in pairs]
-        if IN in verdicts or OUT not in verdicts:
-            return
-        external = all(s is not None and system_codes(self.registry, s) is None for s, _ in pairs)
-        severity = "error" if strength == "required" and not external else "warning"
-        codes = ", ".join(f"{s}#{c}" if s else str(c) for s, c in pairs)
-        self.add(
-            severity,
-            "code-invalid",
-            f"The code {codes} is not in the value set {vs_url} ({strength} binding)",
-            item.path,
-        )
-
-    def reference(self, targets: tuple[str, ...], item: Item) -> None:
-        types = {self.profile_type(t) for t in targets} - {None}  # profiles not loaded here say nothing
-        if not types or "Resource" in types:
-            return
-        ref_type = self.reference_type(item.value)
-        if ref_type is not None and ref_type not in types:
-            allowed = ", ".join(sorted(t for t in types if t))
-            self.add(
-                "error", "structure", f"A reference to a {ref_type} is not allowed here (allowed: {allowed})", item.path
-            )
-            return
-        special = [t for t in targets if not self.registry.is_base(t) and self.profile_type(t) == ref_type]
-        if not special or self.depth >= _MAX_DEPTH:
-            return
-        target = self.resolve(item.value)
-        if target is None:
-            return
-        plain = [t for t in targets if self.registry.is_base(t) and self.profile_type(t) == ref_type]
-        if plain:
-            return  # the base type is allowed as well: any resource of that type will do
-        sub = Run(self.registry, target, self.resolver, self.depth + 1)
-        sub.bundle = self.bundle
-        if not any(sub.conforms(target, t) for t in special):
-            self.add(
-                "error",
-                "structure",
-                f"The referenced {ref_type} does not conform to any of the profiles {', '.join(special)}",
-                item.path,
-            )
 
 
 def _plain(value: Any) -> bool:
