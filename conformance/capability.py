@@ -52,6 +52,9 @@ def build(services: Any) -> dict[str, Any]:
         }
         if ops:
             entry["operation"] = ops
+        own_profiles = services.profiles.own_profiles(rt)  # profiles/definitions, enforced on write
+        if own_profiles:
+            entry["supportedProfile"] = own_profiles
         resources.append(OVERRIDES[rt](entry) if rt in OVERRIDES else entry)
     system_ops = [
         {"name": op.name, "definition": op.definition or f"urn:hub:operation:{op.name}"}

@@ -116,6 +116,15 @@ class ProfileService:
         self._marker = ("stale",)
         self._checked = 0.0
 
+    def own_profiles(self, res_type: str) -> list[str]:
+        """The hub's own profiles (profiles/definitions) for a resource type, for the CapabilityStatement."""
+        reg = self.registry()
+        return sorted(
+            url
+            for url, origin in reg.origin.items()
+            if origin == "hub" and (reg.structure_definition(url) or {}).get("type") == res_type
+        )
+
     # -- validation -------------------------------------------------------------------------------
 
     def mode_for(self, url: str) -> str:

@@ -186,3 +186,15 @@ def test_installed_package_tgz_with_search_parameter(services: Services, client:
     found = client.get("/fhir/Task?intentcode=order").json()
     assert found["total"] == 1 if "total" in found else len(found.get("entry", [])) == 1
     assert len(client.get("/fhir/Task?intentcode=plan").json().get("entry", [])) == 0
+
+
+def test_capability_statement_lists_the_hubs_own_profiles(client: TestClient) -> None:
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    by_type = {r["type"]: r for r in rest["resource"]}
+    assert by_type["Task"]["supportedProfile"] == [HUB + "hub-ReferralTask"]
+    assert by_type["Consent"]["supportedProfile"] == sorted(
+        HUB + n for n in ("hub-ACP-AdvanceDirective", "hub-ACP-TreatmentDirective", "hub-Consent")
+    )
+    assert "supportedProfile" not in by_type["Observation"]
+    validate_op = next(o for o in by_type["Task"]["operation"] if o["name"] == "validate")
+    assert validate_op["definition"] == "http://hl7.org/fhir/OperationDefinition/Resource-validate"
