@@ -1,8 +1,8 @@
 """Validation of a resource against a profile (or the R4 base definition of its type).
 
 The walk follows the compiled snapshot (profiles/model.py): at each element it checks fixed[x],
-pattern[x], maxLength, the binding (profiles/terminology.py), the invariants
-(profiles/invariants.py), Dutch identifiers (profiles/dutch.py) and reference targets; then its
+pattern[x], maxLength, the binding and reference targets (profiles/checks.py), the invariants
+(profiles/invariants.py) and Dutch identifiers (profiles/dutch.py); then its
 children by JSON name (cardinality, slices by discriminator, profiles/slicing.py). An element the
 snapshot does not unfold is checked against its type: the type's profile when it names one, the
 extension definition an extension's url names, or the base definition of the data type or

@@ -114,3 +114,59 @@ def test_required_binding_of_the_base(base: ProfileService, synthea: dict[str, d
     obs = copy.deepcopy(synthea["Observation"])
     obs["status"] = "done"
     assert outcome(base.validate(obs)) == [("code-invalid", "Observation.status")]
+
+
+# -- invariant evaluation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "value", "trivial"),
+    [
+        ("value.empty() or system.exists()", {"system": "phone"}, True),  # no value
+        ("value.empty() or system.exists()", {"value": "1", "system": "phone"}, True),  # system present
+        ("value.empty() or system.exists()", {"value": "1"}, False),  # the engine must decide (false)
+        ("dataAbsentReason.empty() or value.empty()", {"valueQuantity": {"value": 1}}, True),
+        ("dataAbsentReason.empty() or value.empty()", {"valueQuantity": {}, "dataAbsentReason": {}}, False),
+        ("start.hasValue().not() or end.hasValue().not() or (start <= end)", {"start": "2020"}, True),
+        ("start.hasValue().not() or end.hasValue().not() or (start <= end)", {"start": "2021", "end": "2020"}, False),
+        ("(family.exists() or given.exists()) implies text.hasValue()", {"use": "official"}, True),
+        ("(family.exists() or given.exists()) implies text.hasValue()", {"family": "Jansen"}, False),
+        ("(family.exists() or given.exists()) implies text.hasValue()", {"family": "J", "text": "J"}, True),
+        ("family.extension('http://x/own-prefix').empty().not() implies family.exists()", {"family": "J"}, True),
+        (
+            "family.extension('http://x/own-prefix').empty().not() implies family.count() = 2",
+            {"family": "J", "_family": {"extension": [{"url": "http://x/own-prefix", "valueString": "van"}]}},
+            False,
+        ),
+        ("name.exists() or telecom.exists()", {"gender": "male"}, False),
+        ("a = b or c.empty()", {"a": 1}, True),
+        ("children().count() > 1 or x.empty()", {"x": 1}, False),
+    ],
+)
+def test_invariant_guards_only_claim_what_is_certain(expression: str, value: dict[str, Any], trivial: bool) -> None:
+    from profiles.invariants import trivially_holds
+
+    assert trivially_holds(expression, value) is trivial
+
+
+def test_compiled_subset_and_fhirpathpy_agree(base: ProfileService, synthea: dict[str, dict[str, Any]]) -> None:
+    """The base invariants give the same verdict through the compiled subset and through fhirpathpy."""
+    from profiles import invariants
+    from profiles.model import compile_profile
+
+    checked = 0
+    for rt in ("Observation", "Patient", "Encounter", "Condition"):
+        res = copy.deepcopy(synthea[rt])
+        root = compile_profile(base.registry(), rt).root
+        for key, _, _, expression in root.constraints:
+            if key in invariants.NATIVE or key in invariants.STRUCTURAL:
+                continue
+            for variant in (res, {**res, "dataAbsentReason": {"text": "x"}}):
+                ev = invariants._compiled_subset(expression, rt, rt)
+                slow = invariants._by_fhirpathpy(expression, variant, variant, None)
+                if ev is None or slow is None:
+                    continue
+                fast = invariants._verdict([v for v, _ in ev.on([(variant, rt)], (variant, rt))])
+                assert fast == slow, (key, expression)
+                checked += 1
+    assert checked >= 4
