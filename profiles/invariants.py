@@ -4,7 +4,7 @@ A few base invariants run natively instead, because they sit on every element or
 FHIRPath engine would cost more than the rest of the validation: ele-1, ext-1, dom-2 and dom-4 are
 already checked by the structural validator (hub/fhirmodel/validate.py); dom-3, dom-5, dom-6 and
 ref-1 are written out below. hasValue() is added to the engine (and htmlChecks(), which the
-structural validator has done). Expressions are compiled by the search engine's FHIRPath
+structural validator has done), and memberOf() against the value sets the registry expands. Expressions are compiled by the search engine's FHIRPath
 compiler (hub/search/fhirpath.py) when they are in its subset, which is several times faster;
 fhirpathpy takes the rest. An expression neither can evaluate (a function it does not
 implement, such as conformsTo() or memberOf()) is skipped, with one log line per expression.
@@ -12,6 +12,7 @@ implement, such as conformsTo() or memberOf()) is skipped, with one log line per
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
@@ -84,10 +85,38 @@ def _html_checks(inputs: list[Any]) -> list[bool]:
     return [True]  # the structural validator checks the XHTML of Narrative.div
 
 
+# The registry whose value sets memberOf() consults: set by the validator for the run in progress.
+TERMINOLOGY: contextvars.ContextVar[Any] = contextvars.ContextVar("profiles_terminology", default=None)
+
+
+def _member_of(inputs: list[Any], url: str) -> list[bool]:
+    """memberOf(url) against a locally expanded value set; empty (cannot tell) when the value set
+    or the code system is not known here, which makes the invariant hold."""
+    from profiles.terminology import IN, OUT, expansion, member
+
+    registry = TERMINOLOGY.get()
+    exp = expansion(registry, url) if registry is not None and len(inputs) == 1 else None
+    if exp is None:
+        return []
+    value = inputs[0]
+    if isinstance(value, str):
+        pairs: list[tuple[Any, Any]] = [(None, value)]
+    elif isinstance(value, dict):
+        codings = value.get("coding", [value]) if "coding" in value else [value]
+        pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, dict) and c.get("code")]
+    else:
+        return []
+    verdicts = [member(exp, system, str(code)) for system, code in pairs]
+    if IN in verdicts:
+        return [True]
+    return [False] if verdicts and all(v == OUT for v in verdicts) else []
+
+
 _OPTIONS = {
     "userInvocationTable": {
         "hasValue": {"fn": _has_value, "arity": {0: []}},
         "htmlChecks": {"fn": _html_checks, "arity": {0: []}},
+        "memberOf": {"fn": _member_of, "arity": {1: ["String"]}},
     }
 }
 

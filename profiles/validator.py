@@ -458,5 +458,9 @@ def validate_against(
         return [Issue("error", "not-found", f"Profile {url} is not known to the hub")]
     if compiled.type != rt:
         return [Issue("error", "invalid", f"Profile {url} is for {compiled.type}, not {rt}", [str(rt)])]
-    run.element(compiled.root, Item(resource, None, str(rt), str(rt)), TypeRef(str(rt)))
+    token = invariants.TERMINOLOGY.set(registry)
+    try:
+        run.element(compiled.root, Item(resource, None, str(rt), str(rt)), TypeRef(str(rt)))
+    finally:
+        invariants.TERMINOLOGY.reset(token)
     return run.issues

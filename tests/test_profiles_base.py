@@ -170,3 +170,19 @@ def test_compiled_subset_and_fhirpathpy_agree(base: ProfileService, synthea: dic
                 assert fast == slow, (key, expression)
                 checked += 1
     assert checked >= 4
+
+
+def test_member_of_uses_local_expansions(base: ProfileService) -> None:
+    from profiles import invariants
+
+    expr = "gender.memberOf('http://hl7.org/fhir/ValueSet/administrative-gender')"
+    token = invariants.TERMINOLOGY.set(base.registry())
+    try:
+        for gender, verdict in (("male", True), ("vrouw", False)):
+            res = {"resourceType": "Patient", "gender": gender}
+            assert invariants.holds("test-1", expr, res, res, "Patient") is verdict
+        unknown = "code.memberOf('http://example.org/ValueSet/not-loaded')"
+        obs = {"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}}
+        assert invariants.holds("test-2", unknown, obs, obs, "Observation") is True  # cannot tell: holds
+    finally:
+        invariants.TERMINOLOGY.reset(token)
