@@ -1,13 +1,13 @@
-"""Invariants (`constraint.expression`): FHIRPath compiled once with fhirpathpy and cached.
+"""Invariants (`constraint.expression`): FHIRPath compiled once and cached.
 
-A few base invariants run natively instead, because they sit on every element or resource and the
-FHIRPath engine would cost more than the rest of the validation: ele-1, ext-1, dom-2 and dom-4 are
-already checked by the structural validator (hub/fhirmodel/validate.py); dom-3, dom-5, dom-6 and
-ref-1 are written out below. hasValue() is added to the engine (and htmlChecks(), which the
-structural validator has done), and memberOf() against the value sets the registry expands. Expressions are compiled by the search engine's FHIRPath
-compiler (hub/search/fhirpath.py) when they are in its subset, which is several times faster;
-fhirpathpy takes the rest. An expression neither can evaluate (a function it does not
-implement, such as conformsTo() or memberOf()) is skipped, with one log line per expression.
+A few base invariants run natively, because they sit on every element or resource: ele-1, ext-1,
+dom-2 and dom-4 are checked by the structural validator (hub/fhirmodel/validate.py); dom-3, dom-5,
+dom-6 and ref-1 are written out below. Most others hold trivially because the element they test is
+absent (the guards below). The rest are compiled by the search engine's FHIRPath compiler
+(hub/search/fhirpath.py) when they are in its subset, which is several times faster than
+fhirpathpy, and by fhirpathpy otherwise, with hasValue(), htmlChecks() (the structural validator
+checks the XHTML) and memberOf() (value sets expanded locally) added to it. An expression neither
+can evaluate (conformsTo(), resolve() in fhirpathpy, ...) is skipped, with one log line.
 """
 
 from __future__ import annotations
