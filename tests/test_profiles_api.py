@@ -198,3 +198,13 @@ def test_capability_statement_lists_the_hubs_own_profiles(client: TestClient) ->
     assert "supportedProfile" not in by_type["Observation"]
     validate_op = next(o for o in by_type["Task"]["operation"] if o["name"] == "validate")
     assert validate_op["definition"] == "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+
+
+def test_cli_profiles_install(tmp_path: Path, capsys: Any) -> None:
+    from hub.cli import main
+
+    folder = FIXTURES / "nictiz-elz" / "resources"
+    assert main(["profiles", "install", str(folder), "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "4 StructureDefinition; 4 stored, 0 failed"
+    # Reinstalling is a no-op write (PUT of unchanged resources).
+    assert main(["profiles", "install", str(folder), "--data-dir", str(tmp_path)]) == 0
