@@ -189,12 +189,16 @@ class ProfileService:
         return None
 
     def _check_write(self, ctx: Context, body: dict[str, Any]) -> None:
-        if self.mode == "off" or has_errors(validate_resource(body)):
-            return  # structural errors are the executor's 400
+        if self.mode == "off":
+            return
         loaded, _ = self.declared(body)
+        ids = identifier_issues(body)
+        if not loaded and not ids:
+            return  # the common case (no loaded profile declared): nothing beyond the base checks
+        if has_errors(validate_resource(body)):
+            return  # structural errors are the executor's 400
         refused: list[Issue] = []
         kept: list[Issue] = []
-        ids = identifier_issues(body)
         (kept if self.mode == "warn" else refused).extend(ids)
         for url in loaded:
             issues = [x for x in validate_against(self.registry(), body, url) if x.severity != "information"]
