@@ -45,7 +45,16 @@ def _build(registry: Registry, url: str) -> list[Element]:
     if base_url == url:
         raise SnapshotError(f"{url} is its own base")
     base = snapshot(registry, base_url)
-    return _Generator(registry, copy.deepcopy(base)).apply(sd.get("differential", {}).get("element", []))
+    gen = _Generator(registry, copy.deepcopy(base))
+    els = gen.apply(sd.get("differential", {}).get("element", []))
+    registry.cache[("snapshot-unmatched", url)] = gen.unmatched
+    return els
+
+
+def unmatched(registry: Registry, url: str) -> list[str]:
+    """Differential element ids the snapshot of `url` could not place (should be none)."""
+    snapshot(registry, url)
+    return list(registry.cache.get(("snapshot-unmatched", url), []))
 
 
 def _split(elem_id: str) -> list[str]:
@@ -68,6 +77,7 @@ class _Generator:
         self.registry = registry
         self.els = elements
         self.renames: dict[str, str] = {}  # differential id prefix -> snapshot id prefix (choices)
+        self.unmatched: list[str] = []
 
     def index(self, elem_id: str) -> int | None:
         for i, el in enumerate(self.els):
@@ -85,7 +95,8 @@ class _Generator:
                 did = ".".join(segs)
             i = self._find(did, d)
             if i is None:
-                continue  # nothing to constrain (e.g. a path the base does not have): leave as is
+                self.unmatched.append(did)  # a path the base does not have: nothing to constrain
+                continue
             _merge(self.els[i], d)
         return self.els
 
@@ -112,6 +123,9 @@ class _Generator:
         p = self._find(parent_id)
         if p is None:
             return None
+        i = self.index(did)  # finding the parent may have unfolded it (and so this element)
+        if i is not None:
+            return i
         if not self._has_children(p):
             self._unfold(p)
             i = self.index(did)

@@ -17,7 +17,7 @@ from hub.formats.xml import parse_xml
 from profiles.model import compile_profile
 from profiles.packages import read_package
 from profiles.service import ProfileService
-from profiles.snapshot import snapshot
+from profiles.snapshot import snapshot, unmatched
 from profiles.validator import validate_against
 
 NL = "http://nictiz.nl/fhir/StructureDefinition/"
@@ -55,6 +55,13 @@ def test_snapshot_walks_the_base_chain_and_slices(nlcore: ProfileService) -> Non
     # Slices come after their sliced element, in differential order.
     ids = list(els)
     assert ids.index("Patient.telecom") < ids.index("Patient.telecom:telephoneNumbers")
+
+
+def test_every_differential_element_finds_its_place(nlcore: ProfileService) -> None:
+    reg = nlcore.registry()
+    urls = [u for u in reg.urls("StructureDefinition") if reg.origin.get(u) != "base"]
+    assert len(urls) == 354 + 6  # nl-core and zib, and the hub's own
+    assert {u: unmatched(reg, u) for u in urls if unmatched(reg, u)} == {}
 
 
 def test_content_reference_elements_get_the_children_they_name(nlcore: ProfileService) -> None:
