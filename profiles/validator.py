@@ -56,7 +56,8 @@ class Run:
         self.resolver = resolver
         self.depth = depth
         self.issues: list[Issue] = []
-        self._conforms: dict[tuple[int, str], list[Issue]] = {}  # (value, profile) -> its issues
+        # (id of value, profile) -> (the value, its issues); the value is kept so its id stays its own
+        self._conforms: dict[tuple[int, str], tuple[Any, list[Issue]]] = {}
         self.bundle: dict[str, dict[str, Any]] = {}
         if root.get("resourceType") == "Bundle":
             for e in root.get("entry", ()):
@@ -92,19 +93,22 @@ class Run:
 
     def _against(self, value: Any, url: str, path: str) -> list[Issue] | None:
         key = (id(value), url)
-        if key not in self._conforms:
+        found = self._conforms.get(key)
+        if found is None or found[0] is not value:
             compiled = self.compiled(url)
             if compiled is None:
                 return None
-            scratch = Run(self.registry, self.root, self.resolver, self.depth)
+            tcode = value.get("resourceType") if isinstance(value, dict) and "resourceType" in value else None
+            scratch = Run(
+                self.registry, value if tcode else self.root, self.resolver, self.depth
+            )  # a resource is its own root
             scratch.bundle = self.bundle
             scratch._conforms = self._conforms
-            tcode = value.get("resourceType") if isinstance(value, dict) and "resourceType" in value else None
             scratch.element(
                 compiled.root, Item(value, None, path, tcode or compiled.type), TypeRef(tcode or compiled.type)
             )
-            self._conforms[key] = scratch.issues
-        return self._conforms[key]
+            self._conforms[key] = (value, scratch.issues)
+        return self._conforms[key][1]
 
     def reference_type(self, ref: Any) -> str | None:
         if not isinstance(ref, dict):
@@ -367,14 +371,14 @@ class Run:
     def one_of(self, known: list[Compiled], item: Item) -> None:
         if len(known) == 1:
             found = self._conforms.get((id(item.value), known[0].url))
-            if found is not None and item.value is not None:
-                self.issues.extend(found)  # already checked while matching slices
+            if found is not None and found[0] is item.value and item.value is not None:
+                self.issues.extend(found[1])  # already checked while matching slices
             else:
                 self.element(known[0].root, item, TypeRef(item.tcode or known[0].type))
             return
         for c in known:
             if self.conforms(item.value, c.url, item.path):
-                self.issues.extend(self._conforms[(id(item.value), c.url)])
+                self.issues.extend(self._conforms[(id(item.value), c.url)][1])
                 return
         urls = ", ".join(c.url for c in known)
         self.add("error", "structure", f"The value does not conform to any of the profiles {urls}", item.path)
