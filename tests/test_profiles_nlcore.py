@@ -290,3 +290,45 @@ def test_package_folder_reader_reads_json_and_xml(tmp_path: Path) -> None:
     assert got == ["ValueSet"]
     got = {r["resourceType"] for _, r in read_package(FIXTURES / "nictiz-elz" / "resources")}
     assert got == {"StructureDefinition"}
+
+
+def test_reference_targets_resolved_in_a_bundle(nlcore: ProfileService) -> None:
+    """hg-ReferralTask.focus may only point at an hg-ReferralServiceRequest: resolvable in the
+    bundle, the target itself is checked against that profile; unresolvable, only its type."""
+    elz = FIXTURES / "nictiz-elz"
+    svc = ProfileService()
+    svc.registry().add_all([r for _, r in read_package(FIXTURES / "nictiz-zib2020" / "profiles")])
+    svc.registry().add_all([r for _, r in read_package(elz / "resources")])
+    base = "http://example.org/fhir/"
+    docs = {
+        n: parse_xml((elz / "examples" / f"{n}.xml").read_bytes())
+        for n in ("hg-ReferralTask-01", "hg-ReferralServiceRequest-01")
+    }
+    task, sr = docs["hg-ReferralTask-01"], docs["hg-ReferralServiceRequest-01"]
+    assert errors(svc.validate(task)) == []  # the ServiceRequest is not at hand: the type is right
+
+    def bundle(service_request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [
+                {"fullUrl": base + "Task/" + task["id"], "resource": task},
+                {"fullUrl": base + "ServiceRequest/" + sr["id"], "resource": service_request},
+            ],
+        }
+
+    assert errors(svc.validate(bundle(sr))) == []
+    broken = copy.deepcopy(sr)
+    del broken["authoredOn"]  # required by hg-ReferralServiceRequest
+    found = errors(svc.validate(bundle(broken)))
+    assert (
+        "Minimum required = 1, but only found 0",
+        "Bundle.entry[1].resource.ofType(ServiceRequest).authoredOn",
+    ) in found
+    assert any(
+        "does not conform to any of the profiles" in text and path == "Bundle.entry[0].resource.ofType(Task).focus"
+        for text, path in found
+    )
+    wrong_type = copy.deepcopy(task)
+    wrong_type["focus"] = {"reference": "Observation/x"}
+    assert any("Observation is not allowed" in t for t, _ in errors(svc.validate(wrong_type)))
