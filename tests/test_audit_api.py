@@ -59,7 +59,7 @@ def ids(bundle: dict[str, Any]) -> list[str]:
 
 def test_auditor_searches_by_every_parameter(services: Services, region: dict[str, Any]) -> None:
     a, b = region["a"], region["b"]
-    by_id = {x["event_id"]: x for x in records(services.db)}
+    by_id = {x["event"]["id"]: x for x in records(services.db)}
     today = datetime.now(UTC).date()
     with http(services, region["auditor"]) as auditor:
 
@@ -143,7 +143,7 @@ def test_only_auditors_read_the_trail_and_nobody_writes_it(services: Services, r
         patient_id=region["a"],
         subject=BSN_A,
     )
-    some_event = records(services.db)[0]["event_id"]
+    some_event = records(services.db)[0]["event"]["id"]
     for token in (system, pgo):
         with http(services, token) as c:
             assert c.get("/fhir/AuditEvent").status_code == 403

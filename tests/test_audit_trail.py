@@ -415,3 +415,12 @@ def test_a_refusal_inside_the_pipeline_is_recorded_once(services: Services) -> N
         assert c.get("/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     got = [(x["subtype"], x["outcome"], x["user_id"], x["client_id"]) for x in records(services.db)]
     assert got == [("read", "4", BSN, "pgo-app")]
+
+
+def test_a_checkpoint_is_also_made_after_some_time(services: Services) -> None:
+    services.audit.checkpoint_seconds = 0.0  # every append is "late"
+    _fill(services, 2)
+    with services.db.transaction() as conn:
+        sealed = conn.execute(select(audit_checkpoint.c.seq).order_by(audit_checkpoint.c.seq)).scalars().all()
+    assert sealed == [1, 2]
+    assert verify(services.db, services.keys).checkpoints == 2

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,11 +32,13 @@ from conformance import capability as capabilities
 from hub.api import dispatch, operations
 from hub.api.render import Shape, error_response
 from hub.audit import access_log  # noqa: F401  (registers $access-log)
+from hub.audit.record import BSN_SYSTEM
 from hub.audit.tables import audit_record
 from hub.formats.dates import parse_range
 from hub.formats.negotiate import JSON
 from hub.formats.outcome import FhirError, invalid, not_found
 from hub.pipeline import READ, SEARCH_COMPARTMENT, SEARCH_SYSTEM, SEARCH_TYPE, VREAD, Context, Result
+from hub.store.tables import idx_token, resource
 
 EXPORT = "$export-audit"
 MAX_EXPORT = 50_000
@@ -61,33 +63,61 @@ def _date(value: str) -> ColumnElement[bool]:
     }[prefix]
 
 
-def _entity(value: str) -> ColumnElement[bool]:
+def _entity(conn: Connection, value: str) -> ColumnElement[bool]:
+    """Records listing a resource: narrowed to its patient's records (indexed) when it has one."""
     ref = value.split("/_history/")[0]
-    # The indexed column holds each record's first data object; search results list more.
-    return or_(
-        r.entity == ref, r.content.like(f'%"reference":"{ref}/_history/%'), r.content.like(f'%"reference":"{ref}"%')
+    rt, _, rid = ref.partition("/")
+    listed = or_(r.content.like(f'%"reference":"{ref}/_history/%'), r.content.like(f'%"reference":"{ref}"%'))
+    owner = conn.execute(
+        select(resource.c.patient_id)
+        .where(resource.c.res_type == rt, resource.c.res_id == rid, resource.c.patient_id.is_not(None))
+        .limit(1)
+    ).scalar()
+    return and_(r.patient_id == owner, listed) if owner else listed
+
+
+def _bsn(conn: Connection, value: str) -> ColumnElement[bool]:
+    """By BSN: through the patients that carry it (indexed); else the unindexed column."""
+    bsn = _token(value)
+    ids = list(
+        conn.execute(
+            select(resource.c.res_id)
+            .join(idx_token, idx_token.c.resource_pk == resource.c.pk)
+            .where(
+                idx_token.c.res_type == "Patient",
+                idx_token.c.param == "identifier",
+                idx_token.c.system == BSN_SYSTEM,
+                idx_token.c.code == bsn,
+                resource.c.is_current,
+            )
+        ).scalars()
     )
+    return r.patient_id.in_(ids) if ids else r.bsn == bsn
 
 
-FILTERS: dict[str, Callable[[str], ColumnElement[bool]]] = {
-    "_id": lambda v: r.event_id == v,
-    "patient": lambda v: r.patient_id == v.removeprefix("Patient/"),
-    "patient.identifier": lambda v: r.bsn == _token(v),
-    "patient:identifier": lambda v: r.bsn == _token(v),
-    "agent": lambda v: r.user_id == v.split("/")[-1],
-    "altid": lambda v: r.user_id == v,
-    "user": lambda v: r.user_id == v,
-    "organization": lambda v: r.organisation == _token(v),
+def _simple(make: Callable[[str], ColumnElement[bool]]) -> Callable[[Connection, str], ColumnElement[bool]]:
+    return lambda _conn, v: make(v)
+
+
+FILTERS: dict[str, Callable[[Connection, str], ColumnElement[bool]]] = {
+    "_id": _simple(lambda v: r.seq == int(v) if v.isdigit() else false()),
+    "patient": _simple(lambda v: r.patient_id == v.removeprefix("Patient/")),
+    "patient.identifier": _bsn,
+    "patient:identifier": _bsn,
+    "agent": _simple(lambda v: r.user_id == v.split("/")[-1]),
+    "altid": _simple(lambda v: r.user_id == v),
+    "user": _simple(lambda v: r.user_id == v),
+    "organization": _simple(lambda v: r.organisation == _token(v)),
     "entity": _entity,
-    "date": _date,
-    "outcome": lambda v: r.outcome == _token(v),
-    "type": lambda v: r.type == _token(v),
-    "subtype": lambda v: r.subtype == _token(v),
-    "action": lambda v: r.action == v,
+    "date": _simple(_date),
+    "outcome": _simple(lambda v: r.outcome == _token(v)),
+    "type": _simple(lambda v: r.type == _token(v)),
+    "subtype": _simple(lambda v: r.subtype == _token(v)),
+    "action": _simple(lambda v: r.action == v),
 }
 
 
-def where(params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
+def where(conn: Connection, params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
     clauses = []
     for name, value in params:
         if name in _IGNORED:
@@ -96,7 +126,7 @@ def where(params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
         if make is None:
             raise invalid(f"AuditEvent cannot be searched by {name!r}; see the CapabilityStatement", name)
         values = [value] if name == "date" else [v for v in value.split(",") if v]
-        clauses.append(or_(*(make(v) for v in values)) if values else false())
+        clauses.append(or_(*(make(conn, v) for v in values)) if values else false())
     return clauses
 
 
@@ -111,7 +141,7 @@ def _int(ctx: Context, name: str, default: int, cap: int) -> int:
 
 def _entry(base: str, row: Any) -> dict[str, Any]:
     return {
-        "fullUrl": f"{base}/AuditEvent/{row.event_id}",
+        "fullUrl": f"{base}/AuditEvent/{row.seq}",
         "resource": orjson.loads(row.content),
         "search": {"mode": "match"},
     }
@@ -119,14 +149,14 @@ def _entry(base: str, row: Any) -> dict[str, Any]:
 
 def search(ctx: Context) -> Result:
     i = ctx.interaction
-    clauses = where(i.params)
+    clauses = where(ctx.conn, i.params)
     if i.kind == SEARCH_COMPARTMENT:
         if i.res_type != "Patient":
             raise not_found(f"AuditEvent is not in the {i.res_type} compartment")
         clauses.append(r.patient_id == i.res_id)
     count = _int(ctx, "_count", ctx.services.settings.default_page_size, ctx.services.settings.max_page_size)
     ascending = i.param("_sort") in ("date", "_lastUpdated")
-    q: Select[Any] = select(r.seq, r.event_id, r.content).where(*clauses)
+    q: Select[Any] = select(r.seq, r.content).where(*clauses)
     page = i.param("_page")
     if page:
         if not page.isdigit():
@@ -158,7 +188,8 @@ def read(ctx: Context) -> Result:
     i = ctx.interaction
     if i.kind == VREAD and i.version_id != "1":
         raise not_found(f"AuditEvent/{i.res_id} has no version {i.version_id}")
-    row = ctx.conn.execute(select(r.content).where(r.event_id == i.res_id)).first()
+    seq = int(i.res_id) if i.res_id and i.res_id.isdigit() else -1
+    row = ctx.conn.execute(select(r.content).where(r.seq == seq)).first()
     if row is None:
         raise not_found(f"AuditEvent/{i.res_id} is not known")
     return Result(200, resource=orjson.loads(row.content))
@@ -180,7 +211,7 @@ def execute(ctx: Context) -> Result:
 
 
 def _export(ctx: Context) -> Result:
-    q = select(r.seq, r.event_id, r.content).where(*where(ctx.interaction.params)).order_by(r.seq)
+    q = select(r.seq, r.content).where(*where(ctx.conn, ctx.interaction.params)).order_by(r.seq)
     rows = list(ctx.conn.execute(q.limit(MAX_EXPORT + 1)))
     if len(rows) > MAX_EXPORT:
         raise FhirError(413, "too-costly", f"more than {MAX_EXPORT} records match; export a shorter date range")

@@ -64,7 +64,6 @@ def columns_of(event: dict[str, Any]) -> dict[str, Any]:
             org = ident
     subtype = event.get("subtype") or [{}]
     return {
-        "event_id": event["id"],
         "recorded": parse_recorded(event["recorded"]),
         "type": event["type"]["code"],
         "subtype": subtype[0].get("code"),
@@ -85,8 +84,22 @@ def sign_checkpoint(keys: Any, seq: int, hash_: str, created: datetime) -> tuple
     return str(key.kid), jws.serialize_compact({"alg": "RS256", "kid": key.kid}, payload, key)
 
 
-_INSERT = insert(audit_record)
-_HEAD = select(audit_record.c.seq, audit_record.c.hash).order_by(audit_record.c.seq.desc()).limit(1)
+class _Ticket:
+    __slots__ = ("done", "error", "events")
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.done = False
+        self.error: BaseException | None = None
+
+
+# Plain SQL on the hot path (one record per read): no statement compilation or caching per call.
+_COLUMNS = [c.name for c in audit_record.columns]
+_HEAD = "SELECT seq, hash FROM audit_record ORDER BY seq DESC LIMIT 1"
+_INSERT = {
+    "qmark": f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+    "format": f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})",
+}
 
 
 class AuditTrail:
@@ -105,12 +118,35 @@ class AuditTrail:
         # WAL + synchronous=NORMAL gives every commit), instead of one fsync per read.
         self.sync_reads = os.environ.get("HUB_AUDIT_SYNC_READS") == "1"
         self._mutex = threading.Lock()
+        self._writer = threading.Lock()  # one group-committing writer per process at a time
+        self._queue: list[_Ticket] = []
 
     def write(self, events: Sequence[dict[str, Any]]) -> None:
-        """Append in a transaction of its own (reads, refusals, token events)."""
-        if events:
-            with self.db.transaction(write=True) as conn:
-                self.append(conn, events)
+        """Append in a transaction of its own (reads, refusals, token events); returns once committed.
+
+        Group commit: concurrent callers queue their records, and whoever holds the writer lock commits
+        everything queued in one transaction, so threads neither each pay a commit nor fight over the
+        database's write lock (SQLite's busy handler sleeps in steps of milliseconds)."""
+        if not events:
+            return
+        ticket = _Ticket(list(events))
+        with self._mutex:
+            self._queue.append(ticket)
+        with self._writer:
+            if not ticket.done:
+                with self._mutex:
+                    batch, self._queue = self._queue, []
+                try:
+                    with self.db.transaction(write=True) as conn:
+                        self.append(conn, [e for t in batch for e in t.events])
+                except BaseException as exc:
+                    for t in batch:
+                        t.error, t.done = exc, True
+                    raise
+                for t in batch:
+                    t.done = True
+        if ticket.error is not None:
+            raise ticket.error
 
     def append_for_read(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
         """Append in a read's transaction (PostgreSQL), which has nothing else to make durable."""
@@ -123,16 +159,21 @@ class AuditTrail:
         if conn.dialect.name == "postgresql":  # one round trip: the chain lock (and the relaxed commit)
             sync = "SELECT set_config('synchronous_commit', 'off', true), " if relaxed else "SELECT "
             conn.exec_driver_sql(sync + "pg_advisory_xact_lock(%s)", (_PG_LOCK,))
-        head = conn.execute(_HEAD).first()
+        head = conn.exec_driver_sql(_HEAD).first()
         seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
         rows = []
+        sqlite = conn.dialect.name == "sqlite"
         for event in events:
-            content = canonical(event)
             seq += 1
+            event["id"] = str(seq)  # the chain position is the id: reads by id are primary-key look-ups
+            content = canonical(event)
             digest = link(prev, content)
-            rows.append({**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest})
+            row = {**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest}
+            if sqlite:  # stored as SQLAlchemy stores DateTime on SQLite, microseconds always written
+                row["recorded"] = row["recorded"].strftime("%Y-%m-%d %H:%M:%S.%f")
+            rows.append(tuple(row[c] for c in _COLUMNS))
             prev = digest
-        conn.execute(_INSERT, rows)
+        conn.exec_driver_sql(_INSERT["qmark" if sqlite else "format"], rows)
         self._maybe_checkpoint(conn, seq, prev)
 
     def _maybe_checkpoint(self, conn: Connection, seq: int, hash_: str) -> None:

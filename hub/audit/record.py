@@ -11,7 +11,6 @@ or rule that allowed it, a break-the-glass reason and the correlation ids of the
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,7 +108,7 @@ def rest_events(
     loose = touched.objects.get(None, [])
     events = []
     for n, (pid, bsn) in enumerate(patients):
-        event = dict(base, id=str(uuid.uuid4()))
+        event = dict(base)  # the chain gives it its id (its position) when it is appended
         kind = ("Patient" if pid else "") + _PROFILE[action]
         event["meta"] = {"profile": [BALP + kind]}
         objects = touched.objects.get(pid, []) if pid else []
@@ -129,7 +128,6 @@ def token_event(
     event = _event(
         coding(DCM, "110114", "User Authentication"), [coding(DCM, "110122", "Login")], "E", outcome, description
     )
-    event["id"] = str(uuid.uuid4())
     event["agent"] = agents(principal, address)
     purpose = purpose_of_event(principal, {})
     if purpose:

@@ -14,11 +14,13 @@ SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 # One row per AuditEvent. `content` is the canonical JSON that is hashed; the other columns are a
 # search index derived from it (hub audit verify checks that they still agree with the content).
+# Few indexes, mostly on keys that grow with time: every read writes a row, and each index costs
+# (7 indexes made an insert + commit 3x dearer on SQLite). BSN and entity searches go through the
+# patient (hub/audit/api.py).
 audit_record = Table(
     "audit_record",
     metadata,
-    Column("seq", SEQ, primary_key=True, autoincrement=False),  # position in the chain, 1, 2, 3 ...
-    Column("event_id", String(64), nullable=False),  # AuditEvent.id
+    Column("seq", SEQ, primary_key=True, autoincrement=False),  # position in the chain; AuditEvent.id
     Column("recorded", DateTime(timezone=False), nullable=False),  # UTC
     Column("type", String(64), nullable=False),  # AuditEvent.type.code (rest, 110114 ...)
     Column("subtype", String(64), nullable=True),  # read, search-type, create ... / login
@@ -33,13 +35,10 @@ audit_record = Table(
     Column("content", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("uq_audit_record_event", "event_id", unique=True),
     Index("ix_audit_record_recorded", "recorded"),
     Index("ix_audit_record_patient", "patient_id", "recorded"),
-    Index("ix_audit_record_bsn", "bsn"),
     Index("ix_audit_record_user", "user_id"),
     Index("ix_audit_record_organisation", "organisation", "recorded"),
-    Index("ix_audit_record_entity", "entity"),
 )
 
 # Every N records or T seconds the chain's head is signed with the hub's key, so rewriting the chain

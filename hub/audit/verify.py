@@ -26,7 +26,7 @@ from hub.audit.chain import GENESIS, columns_of, link
 from hub.audit.tables import audit_checkpoint, audit_record
 from hub.store.database import Database
 
-_COLUMNS = ("event_id", "recorded", "type", "subtype", "action", "outcome", "patient_id", "bsn", "user_id",
+_COLUMNS = ("recorded", "type", "subtype", "action", "outcome", "patient_id", "bsn", "user_id",
             "client_id", "organisation", "entity")  # fmt: skip
 
 
@@ -94,10 +94,13 @@ def verify(db: Database, keys: Any) -> Report:
                     f"edited: record {seq - 1} was rewritten with a new hash (or a record after it was deleted)",
                 )
             try:
-                derived = columns_of(orjson.loads(row.content))
+                event = orjson.loads(row.content)
+                derived = columns_of(event)
             except (ValueError, KeyError, TypeError):
                 return _fail(count, len(checkpoints), seq, "edited: its content is not a valid AuditEvent")
             changed = [c for c in _COLUMNS if derived[c] != getattr(row, c)]
+            if event.get("id") != str(seq):
+                changed.append("seq (the AuditEvent id)")
             if changed:
                 return _fail(
                     count, len(checkpoints), seq, f"edited: column {', '.join(changed)} disagrees with its content"

@@ -22,7 +22,6 @@ def upgrade() -> None:
     op.create_table(
         "audit_record",
         sa.Column("seq", SEQ, autoincrement=False, nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("recorded", sa.DateTime(), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("subtype", sa.String(length=64), nullable=True),
@@ -40,13 +39,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_record")),
     )
     with op.batch_alter_table("audit_record", schema=None) as batch_op:
-        batch_op.create_index("uq_audit_record_event", ["event_id"], unique=True)
         batch_op.create_index("ix_audit_record_recorded", ["recorded"], unique=False)
         batch_op.create_index("ix_audit_record_patient", ["patient_id", "recorded"], unique=False)
-        batch_op.create_index("ix_audit_record_bsn", ["bsn"], unique=False)
         batch_op.create_index("ix_audit_record_user", ["user_id"], unique=False)
         batch_op.create_index("ix_audit_record_organisation", ["organisation", "recorded"], unique=False)
-        batch_op.create_index("ix_audit_record_entity", ["entity"], unique=False)
     op.create_table(
         "audit_checkpoint",
         sa.Column("seq", SEQ, autoincrement=False, nullable=False),
@@ -62,13 +58,10 @@ def downgrade() -> None:
     op.drop_table("audit_checkpoint")
     with op.batch_alter_table("audit_record", schema=None) as batch_op:
         for name in (
-            "ix_audit_record_entity",
             "ix_audit_record_organisation",
             "ix_audit_record_user",
-            "ix_audit_record_bsn",
             "ix_audit_record_patient",
             "ix_audit_record_recorded",
-            "uq_audit_record_event",
         ):
             batch_op.drop_index(name)
     op.drop_table("audit_record")
