@@ -170,9 +170,18 @@ class Latency:
     body_bytes: float
 
 
+HOLDER_URA = "99900001"  # the bench's hospital holds the loaded data (so consent lets it read all)
+
+
 def bench_principal() -> Principal:
     """The caller a system token with SCOPE stands for (what the HTTP run's token carries)."""
-    return Principal(kind="system", client_id="bench", scopes=frozenset({SCOPE}))
+    return Principal(
+        kind="system",
+        client_id="bench",
+        scopes=frozenset({SCOPE}),
+        organisation_ura=HOLDER_URA,
+        organisation_type="hospital",
+    )
 
 
 def bearer_headers(services: Any, port: int) -> dict[str, str]:
@@ -186,7 +195,7 @@ def bearer_headers(services: Any, port: int) -> dict[str, str]:
     client = Client(
         client_id="bench",
         organisation_type="hospital",
-        ura="99900001",
+        ura=HOLDER_URA,
         agb=None,
         scopes=SCOPE,
         jwks=None,
@@ -431,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         services = make_services(db, url, tmp)
         files = chosen_files(args.files)
         t0 = time.perf_counter()
-        summary = load_paths(services, files, progress=False)
+        summary = load_paths(services, files, progress=False, holder_ura=HOLDER_URA)
         print(f"loaded {summary.line()} in {time.perf_counter() - t0:.1f} s")
         with db.engine.connect() as conn:
             keys = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, literal, select
+from sqlalchemy import and_, case, exists, literal, not_
 
 from hub.store.tables import idx_token
 
@@ -73,26 +73,43 @@ def category_of(res: dict[str, Any]) -> str | None:
     return BEHANDEL
 
 
-def category_sql(r: Any, types: list[str] | None = None) -> Any:
-    """The same as category_of, as an SQL expression over a resource row (NULL for a Patient),
-    kept small when the row's type is known (chains nest it; SQLite's parser has a depth limit)."""
-
-    def has_token(res_type: str, param: str, codes: tuple[str, ...]) -> Any:
-        return r.c.pk.in_(
-            select(idx_token.c.resource_pk).where(
-                idx_token.c.res_type == res_type, idx_token.c.param == param, idx_token.c.code.in_(codes)
-            )
-        )
-
-    if types is not None and len(types) == 1:
+def category_branches(r: Any, types: list[str]) -> list[tuple[Any, Any]]:
+    """category_of in SQL as (condition, category) branches: for one resource type the category is
+    a constant in each branch (cheap per row, and it folds into the rule test); for several types one
+    branch whose category is a CASE expression."""
+    if len(types) == 1:
         t = types[0]
         if t == "Observation":
-            lab = has_token("Observation", "category", RESULT_OBSERVATION_CATEGORIES)
-            return case((lab, literal(UITSLAGEN)), else_=literal(BEHANDEL))
+            lab = _has_token(r, "Observation", "category", RESULT_OBSERVATION_CATEGORIES)
+            return [(lab, UITSLAGEN), (not_(lab), BEHANDEL)]
         if t == "Consent":
-            privacy = has_token("Consent", "scope", ("patient-privacy",))
-            return case((privacy, literal(PRIVACY)), else_=literal(ACP))
-        return literal(category_of({"resourceType": t}))
+            privacy = _has_token(r, "Consent", "scope", ("patient-privacy",))
+            return [(privacy, PRIVACY), (not_(privacy), ACP)]
+        return [(None, category_of({"resourceType": t}))]
+    return [(None, category_sql(r, types))]
+
+
+def _has_token(r: Any, res_type: str, param: str, codes: tuple[str, ...]) -> Any:
+    # Correlated (an index probe per row), not `pk IN (all such rows)`: that list would be built
+    # in full for every query, and there are tens of thousands of laboratory Observations.
+    return (
+        exists()
+        .where(
+            idx_token.c.resource_pk == r.c.pk,
+            idx_token.c.res_type == res_type,
+            idx_token.c.param == param,
+            idx_token.c.code.in_(codes),
+        )
+        .correlate(r)
+    )
+
+
+def category_sql(r: Any, types: list[str] | None = None) -> Any:
+    """The same as category_of, as one SQL expression over a resource row (NULL for a Patient)."""
+
+    def has_token(res_type: str, param: str, codes: tuple[str, ...]) -> Any:
+        return _has_token(r, res_type, param, codes)
+
     return case(
         (r.c.res_type == "Patient", literal(None)),
         (r.c.res_type.in_(sorted(MEDICATION_TYPES)), literal(MEDICATIE)),

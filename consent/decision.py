@@ -21,13 +21,25 @@ Both state the same rules (tests compare them on generated cases):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import Integer, and_, bindparam, case, exists, func, not_, or_, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
-from consent.categories import BEHANDEL, ORGANISATION_CATEGORY, PARENT, PRIVACY, category_of, category_sql, covering
+from consent.categories import (
+    BEHANDEL,
+    ORGANISATION_CATEGORY,
+    PARENT,
+    PRIVACY,
+    category_branches,
+    category_of,
+    covering,
+)
 from consent.model import AGB_SYSTEM, URA_SYSTEM, Rule
 from hub.store.repository import utcnow
 from hub.store.tables import consent_rule, idx_reference, idx_token, resource, resource_author
@@ -172,6 +184,7 @@ def _org_ids(key: str) -> Any:
     )
 
 
+@lru_cache(maxsize=512)
 def implied_patients(key: str) -> Any:
     """Patients whose live Task names the organisation as owner, or ServiceRequest as performer."""
     prefix, _, value = key.partition(":")
@@ -205,9 +218,9 @@ def implied_patients(key: str) -> Any:
     )
 
 
-def visibility(subject: Subject, registry: Any, implied: list[str]) -> Any:
+def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]) -> Any:
     """A search constraint (types, row) -> SQL condition equal to `decide` for every row.
-    `implied`: the patients whose care process names the subject's organisation (computed once per
+    `implied()`: the patients whose care process names the subject's organisation (computed once per
     request rather than nested here: chains and _has nest this, and SQLite's parser depth is limited)."""
     applicable = _applicable(subject)
 
@@ -216,8 +229,11 @@ def visibility(subject: Subject, registry: Any, implied: list[str]) -> Any:
             return true()  # the operator; a patient (hub/auth confines the token); break-the-glass
         if all(t == "Patient" or not registry.compartment_params("Patient", t) for t in types):
             return true()  # identification or no patient data (e.g. the Practitioner of a chain)
-        category = category_sql(r, types)
-        free = or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
+        free = (
+            r.c.patient_id.is_(None)
+            if "Patient" not in types
+            else or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
+        )
         if subject.org is None:
             return free
         author = exists().where(
@@ -227,7 +243,15 @@ def visibility(subject: Subject, registry: Any, implied: list[str]) -> Any:
         )
         if subject.org_category is None:
             return or_(free, author)
-        return or_(free, author, _consented(r, category, implied, applicable))
+        patients = implied()
+        consented = [
+            _consented(r, category, patients, applicable)
+            if when is None
+            else and_(when, _consented(r, category, patients, applicable))
+            for when, category in category_branches(r, types)
+            if category is not None and not (isinstance(category, str) and category == PRIVACY)
+        ]
+        return or_(free, author, *consented)
 
     return constraint
 
@@ -250,36 +274,65 @@ def _applicable(subject: Subject) -> Any:
     )
 
 
-def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> Any:
-    def best(decision: str) -> Any:
-        a = applicable.alias()
-        authors = (  # correlated two levels down: say so, or SQLAlchemy joins a fresh `resource`
-            select(resource_author.c.org)
-            .where(resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id)
-            .correlate(r)
-        )
-        return (
-            select(func.coalesce(func.max(a.c.specificity), -1))
-            .where(
-                a.c.patient_id == r.c.patient_id,
-                a.c.decision == decision,
-                or_(
-                    a.c.category.is_(None),
-                    a.c.category == category,
-                    and_(a.c.category == BEHANDEL, category.in_(sorted(PARENT))),  # a high category covers the low
-                ),
-                or_(a.c.custodian.is_(None), a.c.custodian.in_(authors)),
-            )
-            .scalar_subquery()
-        )
+class greatest(FunctionElement[int]):
+    """GREATEST(a, b) on PostgreSQL; SQLite's two-argument max(a, b) is the same function."""
 
-    best_deny = best("deny")
-    by_consent = best("permit") > best_deny
-    by_care = and_(r.c.patient_id.in_(implied), best_deny < IMPLIED_SPECIFICITY) if implied else false()
-    return and_(category.is_not(None), category != PRIVACY, or_(by_consent, by_care))
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(greatest)
+def _greatest(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> Any:
+    """One scalar subquery per row: the strongest matching rule, scored 2 x specificity + 1 for a
+    deny, so deny wins a tie and an even top score is a permit (no rule: -1, odd: deny). A
+    care-process relation is a permit of specificity 19 (score 38) for the implied patients."""
+    a = applicable.alias()
+    authors = (  # correlated two levels down: say so, or SQLAlchemy joins a fresh `resource`
+        select(resource_author.c.org)
+        .where(resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id)
+        .correlate(r)
+    )
+    if isinstance(category, str):  # one resource type: the category is known, the test folds
+        category_test: Any = or_(a.c.category.is_(None), a.c.category.in_(covering(category)))
+    else:
+        category_test = or_(
+            a.c.category.is_(None),
+            a.c.category == category,
+            and_(a.c.category == BEHANDEL, category.in_(sorted(PARENT))),  # a high category covers the low
+        )
+    score = a.c.specificity * 2 + case((a.c.decision == "deny", 1), else_=0)
+    top: Any = (
+        select(func.coalesce(func.max(score), -1))
+        .where(
+            a.c.patient_id == r.c.patient_id,
+            category_test,
+            or_(a.c.custodian.is_(None), a.c.custodian.in_(authors)),
+        )
+        .scalar_subquery()
+    )
+    if implied:
+        top = greatest(top, case((r.c.patient_id.in_(implied), 2 * IMPLIED_SPECIFICITY), else_=-1))
+    if isinstance(category, str):
+        return top % 2 == 0
+    return and_(category.is_not(None), category != PRIVACY, top % 2 == 0)
 
 
 # -- lookups for single resources ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _implied_one_stmt(key: str) -> Any:
+    sub = implied_patients(key)
+    return None if sub is None else sub.where(sub.selected_columns[0] == bindparam("patient")).limit(1)
 
 
 @dataclass
@@ -307,6 +360,7 @@ class Lookups:
         return {row[0] for row in rows}
 
     _implied_all: list[str] | None = None
+    _implied_one: dict[str, bool] = field(default_factory=dict)
 
     def implied_patients(self) -> list[str]:
         """All patients whose care process names the subject's organisation (one query per request)."""
@@ -316,7 +370,14 @@ class Lookups:
         return self._implied_all
 
     def implied_for(self, patient: str) -> bool:
-        return patient in self.implied_patients()
+        if self._implied_all is not None:
+            return patient in self._implied_all
+        if patient not in self._implied_one:
+            stmt = _implied_one_stmt(self.subject.org or "") if self.subject.org_category else None
+            self._implied_one[patient] = stmt is not None and (
+                self.conn.execute(stmt, {"patient": patient}).first() is not None
+            )
+        return self._implied_one[patient]
 
     def decide(self, res: dict[str, Any], patient: str | None) -> Decision:
         s = self.subject
@@ -326,4 +387,8 @@ class Lookups:
         authors = self.authors(str(res.get("resourceType")), str(res.get("id")))
         if s.org in authors:
             return decide(s, patient, category, authors, [], False)
-        return decide(s, patient, category, authors, self.rules_for(patient), self.implied_for(patient))
+        rules = self.rules_for(patient)
+        decision = decide(s, patient, category, authors, rules, False)
+        if decision.permit or s.org_category is None:
+            return decision  # a care-process relation could only turn a denial into a permit
+        return decide(s, patient, category, authors, rules, self.implied_for(patient))

@@ -68,9 +68,10 @@ class ConsentEnforcement:
             _record(c, decision)
             return decision.permit
 
+        visible.sql_twin = True  # type: ignore[attr-defined]  # == visibility(): searches need not recheck rows
         ctx.visible.append(visible)
         ctx.facts.setdefault("search-constraints", []).append(
-            visibility(subject, ctx.services.search_params, lookups.implied_patients())
+            visibility(subject, ctx.services.search_params, lookups.implied_patients)
         )
         if subject.break_the_glass:
             _record(ctx, Decision(True, "break-the-glass", "break-the-glass", None, subject.break_the_glass))

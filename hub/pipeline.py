@@ -120,8 +120,13 @@ class Context:
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
     _after_rollback: list[Callable[[], None]] = field(default_factory=list)
 
-    def shows(self, stored: Stored) -> bool:
-        return all(check(self, stored) for check in self.visible)
+    def shows(self, stored: Stored, *, constrained: bool = False) -> bool:
+        """Whether the caller may see `stored`. `constrained`: the row came out of a query that applied
+        facts["search-constraints"], so predicates marked `sql_twin` (their SQL form is such a
+        constraint) need not run again per row."""
+        return all(
+            check(self, stored) for check in self.visible if not (constrained and getattr(check, "sql_twin", False))
+        )
 
     @property
     def root(self) -> Context:

@@ -292,6 +292,7 @@ def test_permit_deny_matrix(hub: Services, registry: TestClient, state: str) -> 
             ).json()
             assert ids(b, "include") == {x for x in expected if not x.startswith("Consent/")}, where
             b = c.get("/fhir/Patient/p1/$everything").json()
+            assert b["total"] == len(b["entry"]), where  # the count reveals nothing hidden
             patient_data_types = ("Observation", "MedicationRequest", "Consent")
             assert {x for x in ids(b) if x.split("/")[0] in patient_data_types} == expected, where
             # _has does not reveal hidden lab results through the patient

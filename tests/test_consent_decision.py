@@ -221,7 +221,7 @@ def test_python_and_sql_agree(services: Services, seed: int) -> None:
                 org=org, org_category=rng.choice([*ACTOR_CATEGORIES, None]), purpose=rng.choice(["TREAT", "HRESCH"])
             )
             lookups = Lookups(conn, subject)
-            constraint = visibility(subject, services.search_params, lookups.implied_patients())
+            constraint = visibility(subject, services.search_params, lookups.implied_patients)
             expected = set()
             for r in resources:
                 stored_patient = services.indexer.patient_id(r)

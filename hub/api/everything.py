@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import not_, or_, select, tuple_, union
 
 from hub.api.operations import Operation, register
+from hub.fhirmodel.structure import structure
 from hub.formats.dates import parse_instant
 from hub.formats.outcome import FhirError, invalid, not_found
 from hub.pipeline import Context, Result
@@ -94,6 +95,9 @@ def everything(ctx: Context) -> Result:
     types = [t for v in (v for k, v in i.params if k == "_type") for t in v.split(",") if t]
     if types:
         stmt = stmt.where(resource.c.res_type.in_(types))
+    all_types = types or sorted(structure().resource_types)
+    for constraint in ctx.facts.get("search-constraints", []):  # scopes, consent: totals count only what is shown
+        stmt = stmt.where(constraint(all_types, resource))
     if i.param("_since"):
         stmt = stmt.where(resource.c.last_updated >= parse_instant(i.param("_since") or "", "_since"))
     count_raw = i.param("_count")

@@ -189,7 +189,8 @@ class SearchEngine:
         rows = rows[:count]
         if backwards:
             rows.reverse()
-        matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s)]
+        # `filtered` carries the search constraints (scopes, compartment, consent): no second check per row.
+        matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s, constrained=True)]
         total = None
         if want_total:
             total = estimate_total(ctx.conn, filtered) if estimate else count_total(ctx.conn, filtered)

@@ -1,0 +1,184 @@
+"""Benchmark: what consent enforcement and the audit trail add to reads and searches.
+
+    .venv/bin/python bench/bench_consent.py [--database URL] [--files N] [--samples N]
+
+A fresh database (SQLite in a temporary directory, or a private PostgreSQL schema) gets the two
+`0-*` Synthea files and N patient files (default 5) through `hub.load`, held by a hospital
+(`--holder-ura`), and every patient gets a Mitz-style consent permitting treatment data for GPs and
+HAPs (RPZAC001). The caller is a GP's system (another organisation), so every request takes the
+full consent path: the rules, the custodian and the category, per resource and in SQL.
+
+Requests, one at a time in this process, the arms interleaved so they see the same machine:
+  read            Observation/[id], random
+  search patient  Observation?patient=[id]&_count=50
+  search code     Observation?code=[common LOINC]&_count=50&_total=accurate (across all patients)
+Arms: off (scopes only: the ConsentEnforcement and Audit steps taken out of the same pipeline),
+consent (consent step in), consent+audit (both). Every patient consented, so all arms return
+the same resources. Figures: p50 and mean in ms; "added" is (consent+audit - off) / off at p50,
+the issue's target being <= 25 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from bench_ingest import chosen_files, describe, fresh_database, make_services  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from consent.enforce import ConsentEnforcement  # noqa: E402
+from hub.audit.interceptor import Audit  # noqa: E402
+from hub.load import load_paths  # noqa: E402
+from hub.pipeline import READ, SEARCH_TYPE, TRANSACTION, Interaction, Principal  # noqa: E402
+from hub.store.tables import idx_token, resource  # noqa: E402
+
+HOLDER_URA = "99900001"
+BASE = "http://bench/fhir"
+GP = Principal(
+    kind="system",
+    client_id="bench-his",
+    organisation_ura="99900002",
+    organisation_type="gp",
+    scopes=frozenset({"system/*.rs"}),
+)
+
+
+def consent(pid: str) -> dict[str, object]:
+    return {
+        "resourceType": "Consent",
+        "id": f"toestemming-{pid}"[:64],
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": "http://fhir.nl/otv/CodeSystem/gegevenscategorie", "code": "GGC002"}]}],
+        "extension": [
+            {
+                "url": "http://fhir.nl/StructureDefinition/OTV-ProviderCategory",
+                "valueCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": "http://fhir.nl/otv/CodeSystem/raadplegende-zorgaanbiedercategorie",
+                            "code": "RPZAC001",
+                        }
+                    ]
+                },
+            }
+        ],
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": {"type": "permit"},
+    }
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--database", help="postgresql://... (default: SQLite in a temporary directory)")
+    ap.add_argument("--files", type=int, default=5, help="Synthea patient files to load (default 5)")
+    ap.add_argument("--samples", type=int, default=400, help="requests per arm and kind (default 400)")
+    args = ap.parse_args(argv)
+    print(f"database: {describe(args.database)}")
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database, "consent", Path(tmp)) as (db, url):
+        services = make_services(db, url, Path(tmp))
+        summary = load_paths(services, chosen_files(args.files), progress=False, holder_ura=HOLDER_URA)
+        print(f"loaded {summary.line()}")
+        with db.transaction() as conn:
+            patients = [r[0] for r in conn.execute(select(resource.c.res_id).where(resource.c.res_type == "Patient"))]
+            observations = [
+                r[0]
+                for r in conn.execute(
+                    select(resource.c.res_id).where(resource.c.res_type == "Observation", resource.c.is_current)
+                )
+            ]
+            codes = Counter(
+                r[0]
+                for r in conn.execute(
+                    select(idx_token.c.code).where(idx_token.c.res_type == "Observation", idx_token.c.param == "code")
+                )
+            )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": consent(p), "request": {"method": "PUT", "url": f"Consent/{consent(p)['id']}"}}
+                for p in patients
+            ],
+        }
+        services.pipeline.run(Interaction(TRANSACTION, body=bundle, principal=Principal(kind="local"), base_url=BASE))
+        common = codes.most_common(1)[0][0]
+        print(
+            f"{len(patients)} patients with consent, {len(observations)} observations; code {common}: {codes[common]}"
+        )
+
+        pipeline = services.pipeline
+        full = list(pipeline.interceptors)
+        arms = {
+            "off": [i for i in full if not isinstance(i, ConsentEnforcement | Audit)],
+            "consent": [i for i in full if not isinstance(i, Audit)],
+            "consent+audit": full,
+        }
+        rng = random.Random(11)
+
+        def read() -> object:
+            r = pipeline.run(
+                Interaction(READ, res_type="Observation", res_id=rng.choice(observations), principal=GP, base_url=BASE)
+            )
+            assert r.status == 200
+            return r
+
+        def by_patient() -> object:
+            params = [("patient", rng.choice(patients)), ("_count", "50")]
+            return pipeline.run(
+                Interaction(SEARCH_TYPE, res_type="Observation", params=params, principal=GP, base_url=BASE)
+            )
+
+        def by_code() -> object:
+            params = [("code", common), ("_count", "50"), ("_total", "accurate")]
+            r = pipeline.run(
+                Interaction(SEARCH_TYPE, res_type="Observation", params=params, principal=GP, base_url=BASE)
+            )
+            assert r.resource is not None and r.resource["total"] == codes[common], r.resource and r.resource["total"]
+            return r
+
+        results: dict[str, dict[str, list[float]]] = {}
+        for kind, fn, samples in (("read", read, args.samples), ("search patient", by_patient, args.samples),
+                                  ("search code", by_code, max(args.samples // 8, 30))):  # fmt: skip
+            times: dict[str, list[float]] = {a: [] for a in arms}
+            for n in range(samples + 20):
+                order = list(arms)
+                rng.shuffle(order)
+                for arm in order:
+                    pipeline.interceptors = arms[arm]
+                    t = timed(fn)
+                    if n >= 20:
+                        times[arm].append(t)
+            pipeline.interceptors = full
+            results[kind] = times
+
+    print(f"\n{'request':15} {'arm':14} {'p50 ms':>8} {'mean ms':>8} {'vs off':>7}")
+    for kind, times in results.items():
+        base = statistics.median(times["off"])
+        for arm, values in times.items():
+            p50 = statistics.median(values)
+            added = "" if arm == "off" else f"{(p50 - base) / base * 100:+.0f}%"
+            print(f"{kind:15} {arm:14} {p50:8.2f} {statistics.mean(values):8.2f} {added:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
