@@ -59,8 +59,8 @@ class ConsentEnforcement:
         seen: dict[tuple[str, str], int] = ctx.facts.setdefault("consent-decisions", {})
 
         def visible(c: Context, stored: Stored) -> bool:
-            if stored.content is None:
-                return True  # a deleted version shows only that it was deleted
+            if stored.content is None:  # a deletion marker: only for those who held patient data
+                return not hides(stored.res_type) or subject.org in lookups.authors(stored.res_type, stored.res_id)
             res = stored.resource()
             decision = lookups.decide(res, indexer.patient_id(res))
             key = (decision.rule, decision.consent or "")
@@ -68,7 +68,12 @@ class ConsentEnforcement:
             _record(c, decision)
             return decision.permit
 
+        def hides(res_type: str) -> bool:
+            """Whether resources of this type can be hidden from this subject at all."""
+            return res_type != "Patient" and bool(ctx.services.search_params.compartment_params("Patient", res_type))
+
         visible.sql_twin = True  # type: ignore[attr-defined]  # == visibility(): searches need not recheck rows
+        visible.hides = hides  # type: ignore[attr-defined]  # history gives totals only where nothing can hide
         ctx.visible.append(visible)
         ctx.facts.setdefault("search-constraints", []).append(
             visibility(subject, ctx.services.search_params, lookups.implied_patients)

@@ -422,3 +422,19 @@ def test_writes_to_hidden_data_look_like_404(hub: Services) -> None:
         assert gp.get("/fhir/Observation/gp-vital").status_code == 200
     with as_org(hub, "hospital") as hospital:
         assert hospital.get("/fhir/Observation/gp-vital").status_code == 404
+
+
+def test_type_and_system_history_show_only_what_may_be_seen(hub: Services, registry: TestClient) -> None:
+    with as_org(hub, "hospital") as hospital:
+        assert hospital.delete("/fhir/Observation/lab").status_code == 204
+    with as_org(hub, "gp") as gp:
+        for path in ("/fhir/Observation/_history", "/fhir/_history"):
+            b = gp.get(path).json()
+            assert "total" not in b, path  # a count would reveal the hidden versions
+            shown = {e["fullUrl"].split("/fhir/")[1].split("/_history")[0] for e in b.get("entry", [])}
+            assert not shown & set(DATA) and "Observation/lab" not in shown, path  # not even the deletion
+        put_consents(registry, [privacy_consent("c1", "permit", consulting=("RPZAC001",))])
+        b = gp.get("/fhir/Observation/_history").json()
+        methods = {(e["fullUrl"].split("/fhir/")[1].split("/_history")[0], e["request"]["method"]) for e in b["entry"]}
+        # consented: both observations' versions, but the deletion only its holder sees
+        assert methods == {("Observation/vital", "PUT"), ("Observation/lab", "PUT")}

@@ -33,11 +33,19 @@ def history(ctx: Context) -> Result:
     if res_id and i.res_type and ctx.repo.current(i.res_type, res_id) is None:
         raise not_found(f"{i.res_type}/{res_id} is not known")
 
-    rows = ctx.repo.history(i.res_type, res_id, since=since, at=at, before=before, limit=count + 1)
-    rows = [r for r in rows if r.deleted or ctx.shows(r)]
-    more = len(rows) > count
-    rows = rows[:count]
-    total = ctx.repo.history_count(i.res_type, res_id, since=since) if at is None else None
+    fetched = ctx.repo.history(i.res_type, res_id, since=since, at=at, before=before, limit=count + 1)
+    more = len(fetched) > count
+    fetched = fetched[:count]
+    # Versions the caller may not see (scopes, patient compartment, consent) are left out of the page;
+    # paging follows the versions fetched, so a page may hold fewer entries, and no total is given
+    # then, as counting would reveal what was left out.
+    rows = [r for r in fetched if (r.deleted and not ctx.visible) or ctx.shows(r)]
+    total = None
+    if at is None and not _may_hide(ctx, i.res_type):
+        total = ctx.repo.history_count(i.res_type, res_id, since=since)
+    elif at is None and res_id and i.res_type:  # one resource: count its versions the caller sees
+        versions = ctx.repo.history(i.res_type, res_id, since=since, at=None, before=None, limit=10_000)
+        total = sum(1 for r in versions if (r.deleted and not ctx.visible) or ctx.shows(r))
 
     path = "/".join(p for p in (i.res_type, res_id, "_history") if p)
     keep = [(k, v) for k, v in i.params if k in ("_since", "_at", "_count", "_format")]
@@ -46,11 +54,21 @@ def history(ctx: Context) -> Result:
     links = {"self": link(i.base_url, path, i.params)}
     if i.param("_page"):
         links["first"] = link(i.base_url, path, keep)
-    if more and rows:
-        last = rows[-1]
+    if more and fetched:
+        last = fetched[-1]
         links["next"] = link(i.base_url, path, [*keep, ("_page", encode_cursor(last.last_updated, last.pk))])
     entries = [history_entry(i.base_url, r) for r in rows]
     return Result(200, resource=bundle("history", entries, links, total))
+
+
+def _may_hide(ctx: Context, res_type: str | None) -> bool:
+    """Whether a visibility rule could hide versions of this type (of any type: system history).
+    A rule without a `hides(type)` hint may hide anything."""
+    for check in ctx.visible:
+        hides = getattr(check, "hides", None)
+        if hides is None or res_type is None or hides(res_type):
+            return True
+    return False
 
 
 def _count(value: str | None, default: int, maximum: int) -> int:
