@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, text, update
 
 from hub import cli
 from hub.app import Services, create_app
-from hub.audit.chain import columns_of, link
+from hub.audit.chain import AuditTrail, columns_of, link
 from hub.audit.tables import audit_checkpoint, audit_record
 from hub.audit.verify import verify
 from hub.auth import clients
@@ -424,3 +424,20 @@ def test_a_checkpoint_is_also_made_after_some_time(services: Services) -> None:
         sealed = conn.execute(select(audit_checkpoint.c.seq).order_by(audit_checkpoint.c.seq)).scalars().all()
     assert sealed == [1, 2]
     assert verify(services.db, services.keys).checkpoints == 2
+
+
+def test_two_processes_and_a_rollback_keep_the_chain_whole(services: Services) -> None:
+    """Each process remembers the head it wrote; another process's records or a rolled-back append
+    must make it read the real head instead."""
+    other = AuditTrail(services.db, services.keys)  # as a second server process would have
+    mine = services.audit
+    mine.write([_minimal_event()])
+    other.write([_minimal_event()])  # mine's remembered head is now stale
+    mine.write([_minimal_event(), _minimal_event()])
+    with pytest.raises(RuntimeError), services.db.transaction(write=True) as conn:
+        mine.append(conn, [_minimal_event()])  # remembered, then rolled back
+        raise RuntimeError("the interaction failed after its audit record was appended")
+    mine.write([_minimal_event()])
+    other.write([_minimal_event()])
+    assert [int(x["event"]["id"]) for x in records(services.db)] == [1, 2, 3, 4, 5, 6]
+    assert verify(services.db, services.keys).ok

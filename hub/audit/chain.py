@@ -95,11 +95,33 @@ class _Ticket:
 
 # Plain SQL on the hot path (one record per read): no statement compilation or caching per call.
 _COLUMNS = [c.name for c in audit_record.columns]
+_SEQ, _HASH = _COLUMNS.index("seq"), _COLUMNS.index("hash")
 _HEAD = "SELECT seq, hash FROM audit_record ORDER BY seq DESC LIMIT 1"
 _INSERT = {
-    "qmark": f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
-    "format": f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})",
+    style: f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) VALUES ({', '.join(mark for _ in _COLUMNS)})"
+    for style, mark in (("qmark", "?"), ("format", "%s"))
 }
+_GUARDED_INSERT = {
+    style: f"INSERT INTO audit_record ({', '.join(_COLUMNS)}) SELECT {', '.join(mark for _ in _COLUMNS)} "
+    f"WHERE EXISTS (SELECT 1 FROM audit_record WHERE seq = {mark} AND hash = {mark}) ON CONFLICT (seq) DO NOTHING"
+    for style, mark in (("qmark", "?"), ("format", "%s"))
+}
+
+
+def _rows(events: Sequence[dict[str, Any]], seq: int, prev: str, sqlite: bool) -> list[tuple[Any, ...]]:
+    """The rows that append `events` after record `seq` (whose hash is `prev`)."""
+    rows = []
+    for event in events:
+        seq += 1
+        event["id"] = str(seq)  # the chain position is the id: reads by id are primary-key look-ups
+        content = canonical(event)
+        digest = link(prev, content)
+        row = {**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest}
+        if sqlite:  # stored as SQLAlchemy stores DateTime on SQLite, microseconds always written
+            row["recorded"] = row["recorded"].strftime("%Y-%m-%d %H:%M:%S.%f")
+        rows.append(tuple(row[c] for c in _COLUMNS))
+        prev = digest
+    return rows
 
 
 class AuditTrail:
@@ -120,6 +142,7 @@ class AuditTrail:
         self._mutex = threading.Lock()
         self._writer = threading.Lock()  # one group-committing writer per process at a time
         self._queue: list[_Ticket] = []
+        self._head: tuple[int, str] | None = None  # the last record this process appended (a hint)
 
     def write(self, events: Sequence[dict[str, Any]]) -> None:
         """Append in a transaction of its own (reads, refusals, token events); returns once committed.
@@ -159,22 +182,29 @@ class AuditTrail:
         if conn.dialect.name == "postgresql":  # one round trip: the chain lock (and the relaxed commit)
             sync = "SELECT set_config('synchronous_commit', 'off', true), " if relaxed else "SELECT "
             conn.exec_driver_sql(sync + "pg_advisory_xact_lock(%s)", (_PG_LOCK,))
-        head = conn.exec_driver_sql(_HEAD).first()
-        seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
-        rows = []
         sqlite = conn.dialect.name == "sqlite"
-        for event in events:
-            seq += 1
-            event["id"] = str(seq)  # the chain position is the id: reads by id are primary-key look-ups
-            content = canonical(event)
-            digest = link(prev, content)
-            row = {**columns_of(event), "seq": seq, "content": content, "prev_hash": prev, "hash": digest}
-            if sqlite:  # stored as SQLAlchemy stores DateTime on SQLite, microseconds always written
-                row["recorded"] = row["recorded"].strftime("%Y-%m-%d %H:%M:%S.%f")
-            rows.append(tuple(row[c] for c in _COLUMNS))
-            prev = digest
-        conn.exec_driver_sql(_INSERT["qmark" if sqlite else "format"], rows)
-        self._maybe_checkpoint(conn, seq, prev)
+        style = "qmark" if sqlite else "format"
+        cached = self._head
+        if cached is not None:
+            # This process's idea of the head saves reading it. The first row goes in only if that
+            # head is still the last record: it exists with that hash (its transaction committed)
+            # and nobody appended after it (no row at the next seq); otherwise read the head.
+            rows = _rows(events, *cached, sqlite)
+            guard = (*rows[0], cached[0], cached[1])
+            if conn.exec_driver_sql(_GUARDED_INSERT[style], guard).rowcount == 1:
+                if rows[1:]:
+                    conn.exec_driver_sql(_INSERT[style], rows[1:])
+                self._settle(conn, rows)
+                return
+        head = conn.exec_driver_sql(_HEAD).first()
+        rows = _rows(events, int(head[0]) if head else 0, str(head[1]) if head else GENESIS, sqlite)
+        conn.exec_driver_sql(_INSERT[style], rows)
+        self._settle(conn, rows)
+
+    def _settle(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        seq, digest = rows[-1][_SEQ], rows[-1][_HASH]
+        self._head = (seq, digest)
+        self._maybe_checkpoint(conn, seq, digest)
 
     def _maybe_checkpoint(self, conn: Connection, seq: int, hash_: str) -> None:
         now = utcnow()
