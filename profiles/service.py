@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, not_, select
 
 from hub.fhirmodel.validate import has_errors, validate_resource
 from hub.formats.outcome import FhirError, Issue
-from hub.pipeline import CREATE, PATCH, UPDATE, Context, Result
+from hub.pipeline import CREATE, DELETE, PATCH, UPDATE, Context, Result
 from hub.store.tables import resource as resource_table
 from profiles import dutch
 from profiles.registry import KINDS, Registry, own_definitions
@@ -177,7 +177,7 @@ class ProfileService:
         stored = result.stored
         if i.kind == PATCH and stored is not None and not stored.deleted:
             self._check_write(ctx, stored.resource())
-        if i.res_type in STORED_KINDS and i.kind in (CREATE, UPDATE, PATCH, "delete"):
+        if i.res_type in STORED_KINDS and i.kind in (CREATE, UPDATE, PATCH, DELETE):
             self.invalidate()
             ctx.on_commit(self.invalidate)
         found = ctx.facts.get("profile-warnings")

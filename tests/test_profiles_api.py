@@ -208,3 +208,14 @@ def test_cli_profiles_install(tmp_path: Path, capsys: Any) -> None:
     assert capsys.readouterr().out.strip() == "4 StructureDefinition; 4 stored, 0 failed"
     # Reinstalling is a no-op write (PUT of unchanged resources).
     assert main(["profiles", "install", str(folder), "--data-dir", str(tmp_path)]) == 0
+
+
+def test_bundle_entries_are_validated_against_their_profiles(client: TestClient) -> None:
+    bad, good = _task(intent="proposal"), _task()
+    entries = [{"resource": r, "request": {"method": "POST", "url": "Task"}} for r in (good, bad)]
+    batch = client.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": entries})
+    assert batch.status_code == 200
+    assert [e["response"]["status"][:3] for e in batch.json()["entry"]] == ["201", "422"]
+    tx = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert tx.status_code == 422
+    assert len(client.get("/fhir/Task").json().get("entry", [])) == 1  # the batch's good one only
