@@ -186,3 +186,21 @@ def test_member_of_uses_local_expansions(base: ProfileService) -> None:
         assert invariants.holds("test-2", unknown, obs, obs, "Observation") is True  # cannot tell: holds
     finally:
         invariants.TERMINOLOGY.reset(token)
+
+
+def test_extensible_binding_is_a_warning(base: ProfileService, synthea: dict[str, dict[str, Any]]) -> None:
+    obs = copy.deepcopy(synthea["Observation"])
+    del obs["valueQuantity"]
+    dar = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+    obs["dataAbsentReason"] = {"coding": [{"system": dar, "code": "asked-unknown"}]}
+    assert ("code-invalid", "Observation.dataAbsentReason") not in outcome(base.validate(obs), "warning")
+    obs["dataAbsentReason"] = {"coding": [{"system": dar, "code": "no-such-reason"}]}
+    issues = base.validate(obs)
+    assert outcome(issues) == []
+    assert ("code-invalid", "Observation.dataAbsentReason") in outcome(issues, "warning")
+    # A SNOMED CT code (no local CodeSystem) outside a required value set: a warning, not an error.
+    cond = copy.deepcopy(synthea["Condition"])
+    cond["clinicalStatus"] = {"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]}
+    issues = base.validate(cond)
+    assert outcome(issues) == []
+    assert ("code-invalid", "Condition.clinicalStatus") in outcome(issues, "warning")
