@@ -25,7 +25,9 @@ from hub.store.database import Database
 from hub.store.repository import utcnow
 
 GENESIS = "0" * 64
-_PG_LOCK = 0x6875_6261_7564_6974  # "hubaudit": the one advisory lock all audit writers take
+# The advisory lock all audit writers of one hub take: keyed by this schema's audit table, so hubs
+# (or test runs) in other schemas of the same database do not queue behind each other.
+_PG_LOCK = f"pg_advisory_xact_lock({0x6875_6261_0000_0000} + 'audit_record'::regclass::oid::bigint)"
 PATIENT_ROLE, DATA_ROLE = "1", "4"  # object-role codes of the patient and of a data object
 
 
@@ -181,7 +183,7 @@ class AuditTrail:
             return
         if conn.dialect.name == "postgresql":  # one round trip: the chain lock (and the relaxed commit)
             sync = "SELECT set_config('synchronous_commit', 'off', true), " if relaxed else "SELECT "
-            conn.exec_driver_sql(sync + "pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            conn.exec_driver_sql(sync + _PG_LOCK)
         sqlite = conn.dialect.name == "sqlite"
         style = "qmark" if sqlite else "format"
         cached = self._head
