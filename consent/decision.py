@@ -222,44 +222,59 @@ def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]
     """A search constraint (types, row) -> SQL condition equal to `decide` for every row.
     `implied()`: the patients whose care process names the subject's organisation (computed once per
     request rather than nested here: chains and _has nest this, and SQLite's parser depth is limited)."""
-    applicable = _applicable(subject)
 
     def constraint(types: list[str], r: Any = resource) -> Any:
         if subject.local or subject.patient_id is not None or subject.break_the_glass:
             return true()  # the operator; a patient (hub/auth confines the token); break-the-glass
         if all(t == "Patient" or not registry.compartment_params("Patient", t) for t in types):
             return true()  # identification or no patient data (e.g. the Practitioner of a chain)
-        free = (
-            r.c.patient_id.is_(None)
-            if "Patient" not in types
-            else or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
-        )
-        if subject.org is None:
-            return free
-        author = exists().where(
-            resource_author.c.res_type == r.c.res_type,
-            resource_author.c.res_id == r.c.res_id,
-            resource_author.c.org == subject.org,
-        )
-        if subject.org_category is None:
-            return or_(free, author)
-        patients = implied()
-        consented = [
-            _consented(r, category, patients, applicable)
-            if when is None
-            else and_(when, _consented(r, category, patients, applicable))
-            for when, category in category_branches(r, types)
-            if category is not None and not (isinstance(category, str) and category == PRIVACY)
-        ]
-        return or_(free, author, *consented)
+        patients = tuple(implied()) if subject.org_category else ()
+        if r is resource:  # the usual case: built once per subject, types and minute, then reused
+            return _row_constraint(subject, tuple(types), patients, _minute())
+        return _build(subject, types, r, patients, _minute())
 
     return constraint
 
 
-def _applicable(subject: Subject) -> Any:
+def _minute() -> datetime:
+    """Consent periods are compared to the minute, so a built constraint can be reused meanwhile."""
+    return utcnow().replace(second=0, microsecond=0)
+
+
+@lru_cache(maxsize=1024)
+def _row_constraint(subject: Subject, types: tuple[str, ...], implied: tuple[str, ...], now: datetime) -> Any:
+    return _build(subject, list(types), resource, implied, now)
+
+
+def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...], now: datetime) -> Any:
+    free = (
+        r.c.patient_id.is_(None) if "Patient" not in types else or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
+    )
+    if subject.org is None:
+        return free
+    author = exists().where(
+        resource_author.c.res_type == r.c.res_type,
+        resource_author.c.res_id == r.c.res_id,
+        resource_author.c.org == subject.org,
+    )
+    if subject.org_category is None:
+        return or_(free, author)
+    applicable = _applicable(subject, now)
+    consented = [
+        _consented(r, category, list(implied), applicable)
+        if when is None
+        else and_(when, _consented(r, category, list(implied), applicable))
+        for when, category in category_branches(r, types)
+        if category is not None and not (isinstance(category, str) and category == PRIVACY)
+    ]
+    return or_(free, author, *consented)
+
+
+@lru_cache(maxsize=256)
+def _applicable(subject: Subject, now: datetime) -> Any:
     """The rules that can apply to this subject at all, as a CTE: rendered once at the top of the
-    statement, so the per-row test stays shallow however deep chains and _has nest it."""
-    now = utcnow()
+    statement, so the per-row test stays shallow however deep chains and _has nest it. One object
+    per subject and minute: every constraint in a statement must name the same CTE."""
     x = consent_rule.c
     return (
         select(x.patient_id, x.decision, x.category, x.custodian, x.specificity)

@@ -1,0 +1,284 @@
+"""Benchmark: search latency on the Synthea set, beside the bare SQL of the same page, and its growth
+from 120 to 1,200 patients.
+
+    .venv/bin/python bench/bench_search.py [--database URL] [--files N] [--samples N] [--scale K]
+
+A fresh database (SQLite in a temporary directory, or a private PostgreSQL schema) gets the two
+`0-*` Synthea files and N patient files (default: all 120) through the pipeline, held by a hospital
+(the caller, so the consent step takes its author path as it does for a data holder). Then, one
+request at a time in this process (`services.pipeline.run`, the same work as over HTTP minus the
+framework), for random parameter values:
+
+  token        Observation?code=[a LOINC code]&_count=50
+  identifier   Patient?identifier=[system|value]
+  reference    Observation?patient=[id]&_count=50
+  chain+total  Observation?patient.gender=male&_count=50&_total=accurate
+  everything   Patient/[id]/$everything (first page, 200)
+
+each beside a baseline measured in the same run: the bare SQL of the same first page over the same
+index tables (SQLAlchemy Core, no FHIR work: no parsing, planning, paging links or Bundle), so
+"x bare" says what the hub adds. p50 and p95 in ms. With `--scale K` (e.g. 10) the patient files are
+then loaded K-1 more times with new ids (every id and urn:uuid of a patient bundle mapped to a new
+one; the shared hospital and practitioner resources kept) and the same queries run again: the
+selective searches should stay nearly flat.
+
+Published figures for comparison (other hardware, other data; not measured here): Blaze, first page
+of Patients p99 3.6 ms, $everything median 15.7 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from bench_ingest import chosen_files, describe, fresh_database, make_services  # noqa: E402
+from sqlalchemy import and_, func, select  # noqa: E402
+
+from hub.load import _bundles, load_paths  # noqa: E402
+from hub.pipeline import BATCH, OPERATION, SEARCH_TYPE, TRANSACTION, Interaction, Principal  # noqa: E402
+from hub.store.tables import idx_reference, idx_token, resource  # noqa: E402
+
+HOLDER_URA = "99900001"
+BASE = "http://localhost:8080/fhir"
+CALLER = Principal(
+    kind="system",
+    client_id="bench-hix",
+    organisation_ura=HOLDER_URA,
+    organisation_type="hospital",
+    scopes=frozenset({"system/*.rs"}),
+)
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+class World:
+    """What the queries draw their values from."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        with services.db.transaction() as conn:
+            self.patients = [
+                r[0]
+                for r in conn.execute(
+                    select(resource.c.res_id).where(resource.c.res_type == "Patient", resource.c.is_current)
+                )
+            ]
+            codes = Counter(
+                r[0]
+                for r in conn.execute(
+                    select(idx_token.c.code).where(idx_token.c.res_type == "Observation", idx_token.c.param == "code")
+                )
+            )
+            self.identifiers = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    select(idx_token.c.system, idx_token.c.code).where(
+                        idx_token.c.res_type == "Patient",
+                        idx_token.c.param == "identifier",
+                        idx_token.c.system.is_not(None),
+                    )
+                )
+            ]
+        self.codes = [c for c, _ in codes.most_common(40)]
+
+    def run(self, kind: str, params: list[tuple[str, str]], res_type: str = "Observation", **kw: Any) -> Any:
+        i = Interaction(kind, res_type=res_type, params=params, principal=CALLER, base_url=BASE, **kw)
+        result = self.services.pipeline.run(i)
+        assert result.status == 200, result.status
+        return result
+
+
+def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """name -> (hub request, bare SQL of the same first page), each drawing fresh random values."""
+    db = w.services.db
+    r, tok, ref = resource.c, idx_token.c, idx_reference.c
+
+    def page(where: Any, limit: int = 50) -> None:
+        stmt = select(r.content).where(r.is_current, ~r.deleted, where).order_by(r.res_id).limit(limit)
+        with db.transaction() as conn:
+            list(conn.execute(stmt))
+
+    def token_hub() -> Any:
+        return w.run(SEARCH_TYPE, [("code", f"http://loinc.org|{rng.choice(w.codes)}"), ("_count", "50")])
+
+    def token_bare() -> None:
+        code = rng.choice(w.codes)
+        sub = select(tok.resource_pk).where(
+            tok.res_type == "Observation", tok.param == "code", tok.code == code, tok.system == "http://loinc.org"
+        )
+        page(and_(r.res_type == "Observation", r.pk.in_(sub)))
+
+    def ident_hub() -> Any:
+        system, value = rng.choice(w.identifiers)
+        return w.run(SEARCH_TYPE, [("identifier", f"{system}|{value}")], res_type="Patient")
+
+    def ident_bare() -> None:
+        system, value = rng.choice(w.identifiers)
+        sub = select(tok.resource_pk).where(
+            tok.res_type == "Patient", tok.param == "identifier", tok.code == value, tok.system == system
+        )
+        page(and_(r.res_type == "Patient", r.pk.in_(sub)))
+
+    def ref_hub() -> Any:
+        return w.run(SEARCH_TYPE, [("patient", rng.choice(w.patients)), ("_count", "50")])
+
+    def ref_bare() -> None:
+        sub = select(ref.resource_pk).where(
+            ref.res_type == "Observation",
+            ref.param == "patient",
+            ref.target_type == "Patient",
+            ref.target_id == rng.choice(w.patients),
+        )
+        page(and_(r.res_type == "Observation", r.pk.in_(sub)))
+
+    def chain_hub() -> Any:
+        return w.run(SEARCH_TYPE, [("patient.gender", "male"), ("_count", "50"), ("_total", "accurate")])
+
+    def chain_bare() -> None:
+        males = select(r.res_id).where(
+            r.res_type == "Patient",
+            r.is_current,
+            r.pk.in_(
+                select(tok.resource_pk).where(tok.res_type == "Patient", tok.param == "gender", tok.code == "male")
+            ),
+        )
+        obs = select(ref.resource_pk).where(
+            ref.res_type == "Observation",
+            ref.param == "patient",
+            ref.target_type == "Patient",
+            ref.target_id.in_(males),
+        )
+        where = and_(r.res_type == "Observation", r.pk.in_(obs))
+        page(where)
+        with db.transaction() as conn:
+            conn.execute(select(func.count()).select_from(resource).where(r.is_current, ~r.deleted, where)).scalar_one()
+
+    def everything_hub() -> Any:
+        return w.run(OPERATION, [], res_type="Patient", res_id=rng.choice(w.patients), operation="$everything")
+
+    def everything_bare() -> None:
+        pid = rng.choice(w.patients)
+        members = select(ref.resource_pk).where(ref.target_type == "Patient", ref.target_id == pid)
+        page(r.pk.in_(members), limit=200)
+
+    return {
+        "token": (token_hub, token_bare),
+        "identifier": (ident_hub, ident_bare),
+        "reference": (ref_hub, ref_bare),
+        "chain+total": (chain_hub, chain_bare),
+        "everything": (everything_hub, everything_bare),
+    }
+
+
+def measure(w: World, samples: int, seed: int) -> dict[str, tuple[list[float], list[float]]]:
+    rng = random.Random(seed)
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for name, (hub, bare) in queries(w, rng).items():
+        n = max(samples // 5, 20) if name == "chain+total" else samples
+        hub_ms: list[float] = []
+        bare_ms: list[float] = []
+        for k in range(n + 10):
+            a, b = timed(hub), timed(bare)
+            if k >= 10:
+                hub_ms.append(a)
+                bare_ms.append(b)
+        out[name] = (hub_ms, bare_ms)
+    return out
+
+
+def copy_bundles(files: list[Path], copy: int, shared: set[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    """The patient bundles again with every id and urn:uuid mapped to a new one (the same mapping
+    everywhere in a bundle, so references hold); ids of the shared hospital/practitioner data kept."""
+    out = []
+    for f in files:
+        for where, bundle in _bundles(f):
+            raw = orjson.dumps(bundle)
+
+            def fresh(m: re.Match[bytes]) -> bytes:
+                old = m.group(0)
+                return old if old in shared else str(uuid.uuid5(uuid.NAMESPACE_OID, f"{copy}:{old.decode()}")).encode()
+
+            out.append((f"{where} copy {copy}", orjson.loads(UUID.sub(fresh, raw))))
+    return out
+
+
+def report(title: str, results: dict[str, tuple[list[float], list[float]]]) -> dict[str, float]:
+    print(f"\n{title}")
+    print(f"{'query':13} {'p50 ms':>8} {'p95 ms':>8} {'bare p50':>9} {'bare p95':>9} {'x bare':>7} {'n':>5}")
+    p50s = {}
+    for name, (hub, bare) in results.items():
+        p50, p95 = statistics.median(hub), pct(hub, 95)
+        b50, b95 = statistics.median(bare), pct(bare, 95)
+        p50s[name] = p50
+        print(f"{name:13} {p50:8.2f} {p95:8.2f} {b50:9.2f} {b95:9.2f} {p50 / b50:7.1f} {len(hub):5}")
+    return p50s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--database", help="postgresql://... (default: SQLite in a temporary directory)")
+    ap.add_argument("--files", type=int, default=None, help="Synthea patient files (default: all 120)")
+    ap.add_argument("--samples", type=int, default=300, help="requests per query (default 300)")
+    ap.add_argument("--scale", type=int, default=1, help="load the patient files this many times in all")
+    args = ap.parse_args(argv)
+    print(f"database: {describe(args.database)}")
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database, "search", Path(tmp)) as (db, url):
+        services = make_services(db, url, Path(tmp))
+        files = chosen_files(args.files)
+        t = time.perf_counter()
+        summary = load_paths(services, files, progress=False, holder_ura=HOLDER_URA)
+        print(f"loaded {summary.line()} in {time.perf_counter() - t:.0f} s")
+        first = report(f"{len(World(services).patients)} patients", measure(World(services), args.samples, 1))
+        if args.scale > 1:
+            shared: set[bytes] = set()
+            for f in files:
+                if f.name.startswith("0-"):
+                    with bz2.open(f) as fh:
+                        shared.update(UUID.findall(fh.read()))
+            patient_files = [f for f in files if not f.name.startswith("0-")]
+            holder = Principal(kind="local", client_id="bench", organisation_ura=HOLDER_URA)
+            t = time.perf_counter()
+            for copy in range(1, args.scale):
+                for _, bundle in copy_bundles(patient_files, copy, shared):
+                    kind = TRANSACTION if bundle.get("type") == "transaction" else BATCH
+                    services.pipeline.run(
+                        Interaction(kind, body=bundle, principal=holder, base_url=BASE, prefer_return="minimal")
+                    )
+            print(f"\nloaded {args.scale - 1} more copies in {time.perf_counter() - t:.0f} s")
+            w = World(services)
+            scaled = report(f"{len(w.patients)} patients", measure(w, args.samples, 2))
+            print("\ngrowth of p50 from the first to the scaled set:")
+            for name, p50 in scaled.items():
+                print(f"  {name:13} x{p50 / first[name]:.2f}")
+    print("\nBlaze (published, other hardware): first page of Patients p99 3.6 ms; $everything median 15.7 ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
