@@ -441,3 +441,32 @@ def test_two_processes_and_a_rollback_keep_the_chain_whole(services: Services) -
     other.write([_minimal_event()])
     assert [int(x["event"]["id"]) for x in records(services.db)] == [1, 2, 3, 4, 5, 6]
     assert verify(services.db, services.keys).ok
+
+
+def test_a_corrected_bsn_is_recorded_from_then_on(services: Services, client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    oid = client.post("/fhir/Observation", json=obs, headers=fhir_json()).json()["id"]
+    client.get(f"/fhir/Observation/{oid}")
+    corrected = patient(id=pid, identifier=[{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999909587"}])
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": corrected, "request": {"method": "PUT", "url": f"Patient?_id={pid}"}}],
+    }
+    assert client.post("/fhir", json=transaction, headers=fhir_json()).status_code == 200
+    client.get(f"/fhir/Observation/{oid}")
+    got = [(x["subtype"], x["bsn"]) for x in records(services.db)]
+    assert got == [
+        ("create", BSN),
+        ("create", BSN),
+        ("read", BSN),
+        ("update", "999909587"),
+        ("transaction", None),
+        ("read", "999909587"),
+    ]

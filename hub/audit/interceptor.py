@@ -67,6 +67,7 @@ def guard_trail(i: Interaction) -> None:
 class Audit:
     def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
+        self.bsns = subjects.BsnCache()
 
     def before(self, ctx: Context) -> None:
         i = ctx.interaction
@@ -78,6 +79,9 @@ class Audit:
         i = ctx.interaction
         if i.kind == CAPABILITIES:
             return
+        if i.kind in GROUPED and i.res_type == "Patient":  # its BSN may have changed
+            for pid in {i.res_id, result.stored.res_id if result.stored else None} - {None}:
+                self.bsns.forget(str(pid))
         if ctx.parent is not None and i.kind in GROUPED:
             # A bundle's writes: one record per kind of write and patient, made when the bundle ends
             # (a loaded patient record makes a few records listing its resources, not thousands).
@@ -86,7 +90,7 @@ class Audit:
             return
         # A bundle's entries have records of their own; the trail's readers touch no patient data.
         skip = targets_trail(i) or i.kind in (BATCH, TRANSACTION)
-        seen = Touched() if skip else subjects.touched(ctx, result)
+        seen = Touched() if skip else subjects.touched(ctx, result, self.bsns)
         events = rest_events(i, result.status, seen, ctx.facts)
         if ctx.parent is not None:
             self._queue(ctx, events)
@@ -115,7 +119,7 @@ class Audit:
         if i.kind == CAPABILITIES:
             return
         try:
-            seen = Touched() if targets_trail(i) else subjects.touched(ctx, None)
+            seen = Touched() if targets_trail(i) else subjects.touched(ctx, None, self.bsns)
         except Exception:  # the transaction may be unusable by now; log the refusal without patients
             log.warning("audit: could not determine the patients of a failed %s", i.kind, exc_info=True)
             seen = Touched()

@@ -1,13 +1,16 @@
 """Whom an interaction touched: the patients (with their BSN) and the data objects, from its results.
 
-Patients come from the stored rows' patient compartment column (`resource.patient_id`, written with
-each version), so no resource has to be parsed; plus the patient a request names without returning
-data (a compartment search, `$everything`, `?patient=`), so an empty answer is still logged on the
-patient. BSNs come from the Patient's identifier index rows.
+A few results (a read): the patient compartment is computed from the resource itself, as the store
+computed it when writing (`indexer.patient_id`, ~0.01 ms), which costs less than a query. Many (a
+search page): the stored rows' compartment column and the Patient's BSN in one query. Plus the
+patient a request names without returning data (a compartment search, `$everything`, `?patient=`),
+so an empty answer is still logged on the patient. BSNs are remembered per process for a few
+minutes (`BsnCache`), forgotten when this process writes the Patient.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,31 +38,83 @@ def stored_in(result: Result) -> list[Stored]:
     return out
 
 
-def touched(ctx: Context, result: Result | None) -> Touched:
+class BsnCache:
+    """Patient id -> BSN (or None: the Patient has none), for `TTL` seconds."""
+
+    TTL = 300.0
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str | None, float]] = {}
+
+    def get(self, patient_id: str) -> tuple[bool, str | None]:
+        hit = self._data.get(patient_id)
+        if hit is None or hit[1] < time.monotonic():
+            return False, None
+        return True, hit[0]
+
+    def put(self, patient_id: str, bsn: str | None) -> None:
+        if len(self._data) >= self.MAX:
+            self._data.clear()
+        self._data[patient_id] = (bsn, time.monotonic() + self.TTL)
+
+    def forget(self, patient_id: str) -> None:
+        self._data.pop(patient_id, None)
+
+
+FEW = 3  # results up to which the compartment is computed from the resources rather than queried
+
+
+def bsn_of(patient: dict[str, Any]) -> str | None:
+    for ident in patient.get("identifier") or ():
+        if isinstance(ident, dict) and ident.get("system") == BSN_SYSTEM and isinstance(ident.get("value"), str):
+            return str(ident["value"])
+    return None
+
+
+def touched(ctx: Context, result: Result | None, cache: BsnCache) -> Touched:
     i = ctx.interaction
     t = Touched()
-    looked_up: set[str] = set()  # patients whose BSN was asked for already (Synthea's have none)
+    known: dict[str, str | None] = {}  # BSNs found on the way (None: the Patient has none)
     rows = stored_in(result) if result is not None else []
-    if rows:
+    if 0 < len(rows) <= FEW:
+        for s in rows:
+            body = s.resource() if s.content is not None else None
+            pid = ctx.services.indexer.patient_id(body) if body is not None else None
+            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", pid)
+            if body is not None and s.res_type == "Patient" and pid == s.res_id:
+                known[pid] = bsn_of(body)
+    elif rows:
         owners = _owners(ctx.conn, [s.pk for s in rows])
         for s in rows:
             pid, bsn = owners.get(s.pk, (None, None))
             t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", pid)
-            if pid is not None:
-                looked_up.add(pid)
-                if bsn is not None:
-                    t.patients[pid] = bsn
+            if pid is not None and known.get(pid) is None:
+                known[pid] = bsn
     elif i.res_type and i.res_id and i.kind not in ("search-compartment", "operation"):
         pre = ctx.facts.get("audit-before")
         owner = pre[0] if pre else _owner_of(ctx.conn, i.res_type, i.res_id)
         t.add(f"{i.res_type}/{i.res_id}", owner)
-        if pre and pre[0] and pre[1]:
-            t.patients[pre[0]] = pre[1]
+        if pre and pre[0]:
+            known[pre[0]] = pre[1]
     for pid in named_patients(ctx):
         t.patients.setdefault(pid, None)
-    missing = [p for p, bsn in t.patients.items() if bsn is None and p not in looked_up]
-    if missing:
-        t.patients.update(bsns(ctx.conn, missing))
+    need = []
+    for pid in t.patients:
+        if pid in known:
+            cache.put(pid, known[pid])
+            t.patients[pid] = known[pid]
+            continue
+        hit, bsn = cache.get(pid)
+        if hit:
+            t.patients[pid] = bsn
+        else:
+            need.append(pid)
+    if need:
+        found = bsns(ctx.conn, need)
+        for pid in need:
+            cache.put(pid, found.get(pid))
+            t.patients[pid] = found.get(pid)
     return t
 
 
