@@ -27,7 +27,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, exists, func, not_, or_, select, true
+from sqlalchemy import Integer, and_, bindparam, case, exists, func, literal, not_, null, or_, select, true, union_all
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -344,6 +344,31 @@ def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> An
 # -- lookups for single resources ------------------------------------------------------------------
 
 
+_RULE_COLUMNS = [
+    consent_rule.c[name]
+    for name in (
+        "consent_id",
+        "patient_id",
+        "decision",
+        "custodian",
+        "category",
+        "actor_org",
+        "actor_category",
+        "purpose",
+        "period_start",
+        "period_end",
+    )
+]
+_AUTHORS_AND_RULES = union_all(  # the typed select first: it gives the result its column types
+    select(literal("r"), *_RULE_COLUMNS).where(consent_rule.c.patient_id == bindparam("patient")),
+    select(
+        literal("a"),
+        resource_author.c.org,
+        *(null().label(f"c{n}") for n in range(len(_RULE_COLUMNS) - 1)),
+    ).where(resource_author.c.res_type == bindparam("res_type"), resource_author.c.res_id == bindparam("res_id")),
+)
+
+
 @lru_cache(maxsize=512)
 def _implied_one_stmt(key: str) -> Any:
     sub = implied_patients(key)
@@ -374,6 +399,21 @@ class Lookups:
         )
         return {row[0] for row in rows}
 
+    def authors_and_rules(self, res_type: str, res_id: str, patient: str) -> tuple[set[str], list[Rule]]:
+        """A resource's authors and its patient's rules in one round trip (the common read path)."""
+        if patient in self.rules:
+            return self.authors(res_type, res_id), self.rules[patient]
+        rows = self.conn.execute(_AUTHORS_AND_RULES, {"res_type": res_type, "res_id": res_id, "patient": patient})
+        authors: set[str] = set()
+        rules: list[Rule] = []
+        for kind, *values in rows:
+            if kind == "a":
+                authors.add(values[0])
+            else:
+                rules.append(Rule(*values))
+        self.rules[patient] = rules
+        return authors, rules
+
     _implied_all: list[str] | None = None
     _implied_one: dict[str, bool] = field(default_factory=dict)
 
@@ -399,10 +439,9 @@ class Lookups:
         category = category_of(res) if patient is not None else None
         if s.local or s.patient_id is not None or patient is None or category is None:
             return decide(s, patient, category, set(), [], False)
-        authors = self.authors(str(res.get("resourceType")), str(res.get("id")))
+        authors, rules = self.authors_and_rules(str(res.get("resourceType")), str(res.get("id")), patient)
         if s.org in authors:
             return decide(s, patient, category, authors, [], False)
-        rules = self.rules_for(patient)
         decision = decide(s, patient, category, authors, rules, False)
         if decision.permit or s.org_category is None:
             return decision  # a care-process relation could only turn a denial into a permit
