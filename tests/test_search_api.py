@@ -678,11 +678,6 @@ def test_foreign_reference_in_the_middle_of_a_chain_or_has(foreign: TestClient) 
     assert ids(foreign, "Practitioner", nested) == {"dr1"}  # through p3, not p2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: hub/auth/enforce.py's system-search constraint (res_type in the _type list) also applies to the"
-    " Observations inside _has, so a system search with _type and _has finds nothing",
-)
 def test_has_on_a_system_search_keeps_the_target_type(client: TestClient) -> None:
     put(
         client,

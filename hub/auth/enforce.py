@@ -157,7 +157,9 @@ class Authorisation:
             raise forbidden(f"the token's scopes do not allow searching {', '.join(denied)}")
         if not allowed:
             raise forbidden("the token's scopes allow no search")
-        ctx.facts.setdefault("search-constraints", []).append(lambda _types, r=resource: r.c.res_type.in_(allowed))
+        # The engine keeps to the _type list itself; the constraint is the scopes' (searchable types),
+        # which the planner also applies inside _has and chains, where other types are looked into.
+        _search_only_searchable(ctx, scopes)
 
     # -- patient-bound tokens ---------------------------------------------------------------------
 
