@@ -132,15 +132,23 @@ class SearchEngine:
             )
         return resource.c.pk.in_(sub)
 
-    def _filtered(self, types: list[str], clauses: list[Clause], ctx: Context, extra: list[Any] | None = None) -> Any:
+    def _filtered(
+        self,
+        types: list[str],
+        clauses: list[Clause],
+        ctx: Context,
+        extra: list[Any] | None = None,
+        constrained: bool = True,
+    ) -> Any:
         planner = self.planner(ctx)
         stmt = base_select(types)
         for clause in clauses:
             stmt = stmt.where(planner.condition(clause, types))
         for cond in extra or []:
             stmt = stmt.where(cond)
-        for cond in ctx.facts.get("search-constraints", []):  # e.g. the patient compartment of a PGO token
-            stmt = stmt.where(cond(types, resource))
+        if constrained:  # only estimate_total looks at the search without the access constraints
+            for cond in ctx.facts.get("search-constraints", []):  # e.g. the patient compartment of a PGO token
+                stmt = stmt.where(cond(types, resource))
         return stmt
 
     def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
@@ -149,8 +157,9 @@ class SearchEngine:
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = query.total != "none" or query.summary == "count"
         estimate = query.total == "estimate" and query.summary != "count"
+        unconstrained = self._filtered(types, query.clauses, ctx, extra, constrained=False) if estimate else None
         matches, total, next_cursor, prev_cursor = self.paged(
-            ctx, filtered, keys, query.page, query.count, want_total, estimate
+            ctx, filtered, keys, query.page, query.count, want_total, unconstrained
         )
         included = self._includes(ctx, query.includes, matches) if query.includes and query.summary != "count" else []
         return Page(matches, included, total, next_cursor, prev_cursor, query)
@@ -163,7 +172,7 @@ class SearchEngine:
         page: str | None,
         count: int,
         want_total: bool,
-        estimate: bool = False,
+        estimate_from: Any = None,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
         """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
         with keyset cursors for the next and previous pages, and the total if wanted."""
@@ -193,7 +202,10 @@ class SearchEngine:
         matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s, constrained=True)]
         total = None
         if want_total:
-            total = estimate_total(ctx.conn, filtered) if estimate else count_total(ctx.conn, filtered)
+            if estimate_from is not None:
+                total = estimate_total(ctx.conn, filtered, estimate_from)
+            else:
+                total = count_total(ctx.conn, filtered)
         next_cursor = prev_cursor = None
         if rows:
             last, first = rows[-1], rows[0]
@@ -303,18 +315,28 @@ def count_total(conn: Connection, filtered: Any) -> int:
     return int(conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one())
 
 
-def estimate_total(conn: Connection, filtered: Any) -> int:
-    """_total=estimate: exact up to EXACT_UP_TO matches (counting stops there, so it stays cheap);
-    beyond that PostgreSQL's row estimate for the search query (EXPLAIN, nothing executed), never less
+def estimate_total(conn: Connection, filtered: Any, unconstrained: Any) -> int:
+    """_total=estimate. Exact up to EXACT_UP_TO matches (the count stops there, so it stays cheap).
+    Beyond that, on PostgreSQL: the planner's row estimate for the search without the access
+    constraints (EXPLAIN, nothing executed; their OR'ed per-row tests would skew it), times the
+    share of a sample of EXACT_UP_TO of those rows that the constraints let through, and never less
     than what was counted. SQLite keeps no statistics to estimate from: it counts."""
     counted = count_total(conn, filtered.limit(EXACT_UP_TO + 1))
-    if counted <= EXACT_UP_TO or conn.dialect.name != "postgresql":
-        return counted if counted <= EXACT_UP_TO else count_total(conn, filtered)
-    compiled = filtered.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    if counted <= EXACT_UP_TO:
+        return counted
+    if conn.dialect.name != "postgresql":
+        return count_total(conn, filtered)
+    compiled = unconstrained.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
     if isinstance(plan, str):
         plan = json.loads(plan)
-    return max(int(plan[0]["Plan"]["Plan Rows"]), counted)
+    rows = float(plan[0]["Plan"]["Plan Rows"])
+    sample = unconstrained.limit(EXACT_UP_TO).subquery()
+    sampled, visible = conn.execute(
+        select(func.count(), func.count().filter(sample.c.pk.in_(filtered))).select_from(sample)
+    ).one()
+    share = visible / sampled if sampled else 1.0
+    return max(int(rows * share), counted)
 
 
 def _local(ctx: Context) -> Any:
