@@ -71,6 +71,7 @@ TOKENS = [
     Token("sys-Patient.rs", "system/Patient.rs"),
     Token("sys-all.cruds", "system/*.cruds"),
     Token("sys-Observation.c", "system/Observation.c"),
+    Token("sys-Patient+Observation.rs", "system/Patient.rs system/Observation.rs"),
     Token("sys-mixed", "system/Observation.rs system/Practitioner.cud system/Patient.ru"),
     Token("sys-v1-Patient.read", "system/Patient.read"),
     Token("sys-v1-all.write", "system/*.write"),
@@ -121,7 +122,7 @@ SUCCESS = {
     "cond-update": 200, "cond-patch": 200, "cond-delete": 204, "history-type": 200, "search": 200,
     "search-post": 200, "search-compartment": 200, "search-system": 200, "search-system-post": 200,
     "search-include": 200, "search-revinclude": 200, "validate": 200, "search-chain": 200,
-    "search-has": 200, "everything": 200, "everything-type": 200, "history-system": 200,
+    "search-has": 200, "search-system-has": 200, "everything": 200, "everything-type": 200, "history-system": 200,
     "search-system-all": 200, "metadata": 200,
 }  # fmt: skip
 PER_TYPE = [
@@ -137,6 +138,7 @@ ONLY = {  # routes that exist for some types only ("" = system level)
     "search-chain": ("Observation",),
     "search-revinclude": ("Patient",),
     "search-has": ("Patient",),
+    "search-system-has": ("Patient",),
     "everything": ("Patient",),
     "everything-type": ("Patient",),
     "history-system": ("",),
@@ -222,7 +224,7 @@ def expected(case: Case) -> int:
         ok = may(t, "Patient", "rs")
     elif route == "search-chain":
         ok = may(t, "Observation", "s")
-    elif route == "search-has":
+    elif route in ("search-has", "search-system-has"):
         ok = may(t, "Patient", "s")
     elif route == "compartment":  # other-compartment: Patient/pb/Observation
         ok = may(t, "Observation", "s")
@@ -331,6 +333,7 @@ def request_for(case: Case) -> Request:
         "search-revinclude": Request("GET", "/fhir/Patient?_id=pa&_revinclude=Observation:subject"),
         "search-chain": Request("GET", "/fhir/Observation?subject:Patient.family=Jansen"),
         "search-has": Request("GET", "/fhir/Patient?_has:Observation:subject:status=final"),
+        "search-system-has": Request("GET", "/fhir?_type=Patient&_has:Observation:subject:status=final"),
         "validate": Request("POST", f"/fhir/{rt}/$validate", json_h, body(rt)),
         "validate-instance": Request("GET", f"/fhir/{rt}/{shared}/$validate"),
         "everything": Request("GET", "/fhir/Patient/pa/$everything"),
@@ -486,7 +489,7 @@ def test_matrix(hub: Hub, case: Case) -> None:
         assert changed == 0, f"refused or a read, yet {changed} rows were written: {where}"
     if want == 200 and base(case.route) in ("search-include", "search-revinclude"):
         _check_includes(case, r.json())
-    if want == 200 and base(case.route) in ("search-chain", "search-has"):
+    if want == 200 and base(case.route) in ("search-chain", "search-has", "search-system-has"):
         through = "Patient" if case.route == "search-chain" else "Observation"
         found = r.json()["total"] > 0
         assert found == may(case.token, through, "s"), f"{case}: the chain through {through} found {found}"
