@@ -310,6 +310,21 @@ def test_a_failed_transaction_leaves_no_cached_expansion(coded: TestClient) -> N
     assert ids(coded, "Observation", {"code:in": VS + "hoofd"}) == {"o-hoofd", "o-migraine", "o-chronisch"}
 
 
+def test_in_on_a_code_element_indexed_without_its_implicit_system(client: TestClient) -> None:
+    gender = "http://hl7.org/fhir/administrative-gender"
+    put(
+        client,
+        {"resourceType": "Patient", "id": "m", "gender": "male"},
+        {"resourceType": "Patient", "id": "v", "gender": "female"},
+        {"resourceType": "Patient", "id": "x"},
+        vs("man", {"include": [{"system": gender, "concept": [{"code": "male"}]}]}),
+        vs("alle-geslachten", {"include": [{"system": gender}]}),  # open: not enumerable here
+    )
+    assert ids(client, "Patient", {"gender:in": VS + "man"}) == {"m"}
+    assert ids(client, "Patient", {"gender:not-in": VS + "man"}) == {"v", "x"}
+    assert ids(client, "Patient", {"gender:in": VS + "alle-geslachten"}) == set()  # no code to go by
+
+
 def test_in_through_a_chain(coded: TestClient) -> None:
     put(
         coded,

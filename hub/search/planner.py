@@ -281,7 +281,7 @@ class Planner:
             present = r.c.pk.in_(select(table.c.resource_pk).where(scope))
             return not_(present) if clause.values == ["true"] else present
         if clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token":
-            tests = [self._terminology_test(clause, v) for v in clause.values]
+            tests = [self._terminology_test(clause, v, types) for v in clause.values]
         else:
             tests = [self.value_test(clause, v, types) for v in clause.values]
         sub = select(table.c.resource_pk).where(scope, or_(*tests))
@@ -309,7 +309,7 @@ class Planner:
             return self._composite(clause, value)
         raise FhirError(400, "not-supported", f"{clause.name}: {t} parameters are not supported", clause.name)
 
-    def _terminology_test(self, clause: Clause, value: str) -> Col[bool]:
+    def _terminology_test(self, clause: Clause, value: str, types: list[str]) -> Col[bool]:
         """Token rows whose system|code is in a stored ValueSet (:in, :not-in negates the semi-join),
         or subsumed by / subsuming a code of a stored CodeSystem (:below / :above, the code included)."""
         if self.terminology is None:
@@ -320,6 +320,12 @@ class Planner:
             tests = [and_(t.system == s, t.code.in_(sorted(codes))) for s, codes in expansion.codes.items() if codes]
             for s, excluded in expansion.open.items():
                 tests.append(and_(t.system == s, t.code.not_in(sorted(excluded))) if excluded else t.system == s)
+            # A `code` element (Patient.gender, Observation.status) is indexed without the system its
+            # required binding implies: such a code counts when some system of the expansion has it.
+            # (Not a Coding without a system: that one is in no value set.)
+            listed = sorted({c for codes in expansion.codes.values() for c in codes})
+            if listed and _yields_code(clause.param, types):
+                tests.append(and_(t.system.is_(None), t.code.in_(listed)))
             return or_(*tests) if tests else false()
         parts = [unescape(p) for p in split_unescaped(value, "|", 1)]
         if len(parts) != 2 or not all(parts):
@@ -461,6 +467,17 @@ class Planner:
         else:
             col = pick(table.c.value)
         return select(col).where(table.c.resource_pk == r.c.pk, table.c.param == code).scalar_subquery()
+
+
+def _yields_code(param: Any, types: list[str]) -> bool:
+    """Whether the parameter's expression gives plain `code` values on (one of) these types."""
+    if param is None:
+        return False
+    for t in types:
+        ev = param.extractor(t if t in param.base else param.base[0])
+        if ev is not None and "code" in ev.types:
+            return True
+    return False
 
 
 def _id_value(value: str) -> str | None:
