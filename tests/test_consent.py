@@ -9,6 +9,7 @@ not computed by the decision point, so a wrong rule fails here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -399,6 +400,15 @@ def test_break_the_glass(hub: Services) -> None:
             "/fhir/Observation", params={"patient": "p1"}, headers={"X-Break-Glass-Reason": "bewusteloos op de SEH"}
         ).json()
         assert ids(b) == {"Observation/vital", "Observation/lab"}
+    # Flagged for review: the auditor finds the break-the-glass accesses and their reason.
+    with as_org(hub, "auditor", "system/AuditEvent.rs") as auditor:
+        b = auditor.get("/fhir/AuditEvent", params={"break-the-glass": "true", "_count": "100"}).json()
+        events = [e["resource"] for e in b["entry"]]
+        assert events and all(ORGS["hap"][0] in json.dumps(e["agent"]) for e in events)  # the HAP's accesses
+        details = {d["valueString"] for e in events for x in e["entity"] for d in x.get("detail", [])}
+        assert "bewusteloos op de SEH" in details
+        others = auditor.get("/fhir/AuditEvent", params={"break-the-glass": "false", "_count": "100"}).json()
+        assert others["entry"] and not {e["resource"]["id"] for e in others["entry"]} & {e["id"] for e in events}
     with as_org(hub, "hap") as hap:  # the reason alone, without an emergency purpose in the token: no
         r = hap.get("/fhir/Observation/vital", headers={"X-Break-Glass-Reason": "curious"})
         assert r.status_code == 404

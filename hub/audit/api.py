@@ -114,6 +114,14 @@ FILTERS: dict[str, Callable[[Connection, str], ColumnElement[bool]]] = {
     "type": _simple(lambda v: r.type == _token(v)),
     "subtype": _simple(lambda v: r.subtype == _token(v)),
     "action": _simple(lambda v: r.action == v),
+    # Break-the-glass accesses, for their review (not an R4 parameter: the reason is an entity detail).
+    "break-the-glass": _simple(
+        lambda v: (
+            r.content.like('%"type":"break-the-glass"%')
+            if v == "true"
+            else ~r.content.like('%"type":"break-the-glass"%')
+        )
+    ),
 }
 
 
