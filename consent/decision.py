@@ -27,7 +27,22 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, exists, func, literal, not_, null, or_, select, true, union_all
+from sqlalchemy import (
+    Integer,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -260,14 +275,7 @@ def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...],
     if subject.org_category is None:
         return or_(free, author)
     applicable = _applicable(subject, now)
-    consented = [
-        _consented(r, category, list(implied), applicable)
-        if when is None
-        else and_(when, _consented(r, category, list(implied), applicable))
-        for when, category in category_branches(r, types)
-        if category is not None and not (isinstance(category, str) and category == PRIVACY)
-    ]
-    return or_(free, author, *consented)
+    return or_(free, author, _consented(r, types, list(implied), applicable))
 
 
 @lru_cache(maxsize=256)
@@ -306,7 +314,38 @@ def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
     return f"max({compiler.process(element.clauses, **kw)})"
 
 
-def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> Any:
+def _category_test(r: Any, types: list[str]) -> tuple[Any, Callable[[Any], Any]]:
+    """(a guard on the row, the rule's category test) for category_of(row): rows of the privacy
+    category never pass; a rule naming a category passes where the row's category is one it covers."""
+    branches = category_branches(r, types)
+    if len(branches) == 1 and not isinstance(branches[0][1], str):  # several types: a CASE expression
+        cat = branches[0][1]
+        return and_(cat.is_not(None), cat != PRIVACY), lambda a: or_(
+            a.c.category.is_(None),
+            a.c.category == cat,
+            and_(a.c.category == BEHANDEL, cat.in_(sorted(PARENT))),  # a high category covers the low
+        )
+    shown = [(when, c) for when, c in branches if c not in (None, PRIVACY)]
+    hidden = [when for when, c in branches if c in (None, PRIVACY)]
+    if not shown or any(w is None for w in hidden):
+        return false(), lambda a: false()
+    guard = and_(*(not_(w) for w in hidden)) if hidden else true()
+    covered: dict[str, list[Any]] = {}  # category a rule may name -> the branches it covers
+    for when, c in shown:
+        for code in covering(c):
+            covered.setdefault(code, []).append(when)
+
+    def test(a: Any) -> Any:
+        parts = [a.c.category.is_(None)]
+        for code, whens in covered.items():
+            every = len(whens) == len(shown)  # branches are exclusive: all of them is no condition
+            parts.append(a.c.category == code if every else and_(a.c.category == code, or_(*whens)))
+        return or_(*parts)
+
+    return guard, test
+
+
+def _consented(r: Any, types: list[str], implied: list[str], applicable: Any) -> Any:
     """One scalar subquery per row: the strongest matching rule, scored 2 x specificity + 1 for a
     deny, so deny wins a tie and an even top score is a permit (no rule: -1, odd: deny). A
     care-process relation is a permit of specificity 19 (score 38) for the implied patients."""
@@ -316,29 +355,20 @@ def _consented(r: Any, category: Any, implied: list[str], applicable: Any) -> An
         .where(resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id)
         .correlate(r)
     )
-    if isinstance(category, str):  # one resource type: the category is known, the test folds
-        category_test: Any = or_(a.c.category.is_(None), a.c.category.in_(covering(category)))
-    else:
-        category_test = or_(
-            a.c.category.is_(None),
-            a.c.category == category,
-            and_(a.c.category == BEHANDEL, category.in_(sorted(PARENT))),  # a high category covers the low
-        )
+    guard, category_test = _category_test(r, types)
     score = a.c.specificity * 2 + case((a.c.decision == "deny", 1), else_=0)
     top: Any = (
         select(func.coalesce(func.max(score), -1))
         .where(
             a.c.patient_id == r.c.patient_id,
-            category_test,
+            category_test(a),
             or_(a.c.custodian.is_(None), a.c.custodian.in_(authors)),
         )
         .scalar_subquery()
     )
     if implied:
         top = greatest(top, case((r.c.patient_id.in_(implied), 2 * IMPLIED_SPECIFICITY), else_=-1))
-    if isinstance(category, str):
-        return top % 2 == 0
-    return and_(category.is_not(None), category != PRIVACY, top % 2 == 0)
+    return and_(guard, top % 2 == 0)
 
 
 # -- lookups for single resources ------------------------------------------------------------------
