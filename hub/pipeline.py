@@ -174,9 +174,10 @@ class Pipeline:
                     with self._transaction(interaction.writes) as conn:
                         ctx = self._context(interaction, conn, None)
                         result = self._execute(ctx)
-                except FhirError:
-                    for callback in ctx._after_rollback if ctx is not None else ():
-                        callback()
+                except Exception as exc:
+                    retried = isinstance(exc, IntegrityError | OperationalError) and _is_race(exc)
+                    for callback in ctx._after_rollback if ctx is not None and not retried else ():
+                        callback()  # e.g. the audit record of the refusal or failure, in its own transaction
                     raise
                 assert ctx is not None
                 for callback in ctx._after_commit:
@@ -225,6 +226,18 @@ class Pipeline:
         except FhirError as err:
             for i in self.interceptors:
                 i.failed(ctx, err)
+            raise
+        except Exception as exc:
+            if isinstance(exc, IntegrityError | OperationalError) and _is_race(exc):
+                raise  # run() retries the whole interaction: nothing to record yet
+            # A bug, not the client's doing: the client gets a 500; the audit trail still records
+            # the attempt (NEN 7513 logs failed accesses too).
+            err = FhirError(500, "exception", f"internal error ({type(exc).__name__})")
+            for i in self.interceptors:
+                try:
+                    i.failed(ctx, err)
+                except Exception:
+                    log.exception("an interceptor failed while recording an internal error")
             raise
 
     @contextmanager

@@ -470,3 +470,29 @@ def test_a_corrected_bsn_is_recorded_from_then_on(services: Services, client: Te
         ("transaction", None),
         ("read", "999909587"),
     ]
+
+
+class Broken:
+    """An interceptor with a bug: every read fails with an unexpected exception."""
+
+    def before(self, ctx: Any) -> None:
+        if ctx.interaction.kind == "read":
+            raise RuntimeError("a bug")
+
+    def after(self, ctx: Any, result: Any) -> None:
+        return None
+
+    def failed(self, ctx: Any, error: Any) -> None:
+        return None
+
+
+def test_an_internal_error_is_recorded_too(services: Services) -> None:
+    broken = Services(services.settings, services.db, interceptors=[Broken()])
+    with TestClient(create_app(services=broken), base_url=ORIGIN, raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {token_for(broken)}"
+        pid = c.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
+        r = c.get(f"/fhir/Patient/{pid}")
+        assert r.status_code == 500 and r.json()["resourceType"] == "OperationOutcome"
+    event = records(services.db)[-1]["event"]
+    assert event["action"] == "R" and event["outcome"] == "8"  # serious failure
+    assert any(e.get("what", {}).get("reference", "").startswith(f"Patient/{pid}") for e in event["entity"])
