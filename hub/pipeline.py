@@ -232,10 +232,10 @@ class Pipeline:
                 raise  # run() retries the whole interaction: nothing to record yet
             # A bug, not the client's doing: the client gets a 500; the audit trail still records
             # the attempt (NEN 7513 logs failed accesses too).
-            err = FhirError(500, "exception", f"internal error ({type(exc).__name__})")
+            internal = FhirError(500, "exception", f"internal error ({type(exc).__name__})")
             for i in self.interceptors:
                 try:
-                    i.failed(ctx, err)
+                    i.failed(ctx, internal)
                 except Exception:
                     log.exception("an interceptor failed while recording an internal error")
             raise
