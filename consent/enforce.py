@@ -13,6 +13,8 @@ into `consent_rule` rows (a withdrawn one loses them), so a change counts from t
 from __future__ import annotations
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from consent.decision import BREAK_THE_GLASS_PURPOSES, Decision, Lookups, Subject, subject_of, visibility
 from consent.model import is_privacy_consent, org_key_from_identifier, rules_of
@@ -33,6 +35,7 @@ from hub.store.repository import Stored
 from hub.store.tables import consent_rule, resource, resource_author
 
 BREAK_THE_GLASS_HEADER = "x-break-glass-reason"
+AUTHORS = "consent-authors"  # facts key: (type, id, organisation) written in this interaction
 CONSENT_WRITERS = frozenset({"consent-registry"})  # besides the patient (own token) and the operator
 
 
@@ -87,15 +90,23 @@ class ConsentEnforcement:
 
     def after(self, ctx: Context, result: Result) -> None:
         i = ctx.interaction
-        if not i.writes or i.kind in (BATCH, TRANSACTION):
+        if i.kind in (BATCH, TRANSACTION):
+            _flush_authors(ctx)  # the entries' authorship, in one statement
+            return
+        if not i.writes:
             return
         stored = result.stored
         subject: Subject | None = ctx.facts.get("consent-subject")
         if stored is not None and not stored.deleted and not (i.kind == CREATE and result.status != 201):
+            author = None
             if subject is not None and subject.patient_id is not None:
-                _add_author(ctx, stored, f"patient:{subject.patient_id}")  # no retention duty (hub/rights)
-            elif subject is not None and subject.org:
-                _add_author(ctx, stored, subject.org)
+                author = f"patient:{subject.patient_id}"  # no retention duty (hub/rights)
+            elif subject is not None:
+                author = subject.org
+            if author:
+                ctx.root.facts.setdefault(AUTHORS, set()).add((stored.res_type, stored.res_id, author))
+                if ctx.parent is None:
+                    _flush_authors(ctx)
             if stored.res_type == "Consent":
                 refresh_rules(ctx, stored)
         elif i.res_type == "Consent":
@@ -130,13 +141,15 @@ def _record(ctx: Context, decision: Decision) -> None:
         ctx.facts["consent"] = decision.fact()
 
 
-def _add_author(ctx: Context, stored: Stored, org: str) -> None:
-    t = resource_author
-    known = ctx.conn.execute(
-        select(t.c.org).where(t.c.res_type == stored.res_type, t.c.res_id == stored.res_id, t.c.org == org)
-    ).first()
-    if known is None:
-        ctx.conn.execute(insert(t).values(res_type=stored.res_type, res_id=stored.res_id, org=org))
+def _flush_authors(ctx: Context) -> None:
+    """Record the writers of the interaction's resources (already known pairs are skipped)."""
+    pending: set[tuple[str, str, str]] = ctx.root.facts.pop(AUTHORS, set())
+    if not pending:
+        return
+    rows = [{"res_type": t, "res_id": i, "org": o} for t, i, o in sorted(pending)]
+    dialect = ctx.conn.dialect.name
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(resource_author).on_conflict_do_nothing()
+    ctx.conn.execute(stmt, rows)
 
 
 def refresh_rules(ctx: Context, stored: Stored) -> None:
