@@ -417,12 +417,13 @@ def test_token_on_patient(registered: TestClient) -> None:
     check(TOKEN_ON_PATIENT_CASES, lambda query: ids(registered, "Patient", list(parse_qsl(query))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented yet: the implicit token system of code elements (R4 search.html#token)",
-)
 def test_token_implicit_system_of_a_code(registered: TestClient) -> None:
-    assert ids(registered, "Patient", {"gender": "http://hl7.org/fhir/administrative-gender|male"}) == {"p-m"}
+    gender = "http://hl7.org/fhir/administrative-gender"
+    assert ids(registered, "Patient", {"gender": f"{gender}|male"}) == {"p-m"}
+    assert ids(registered, "Patient", {"gender": f"{gender}|"}) == {"p-m", "p-f", "p-u"}
+    assert ids(registered, "Patient", {"gender": "|male"}) == set()  # it has a system
+    assert ids(registered, "Patient", {"gender": "http://elders.example.org|male"}) == set()
+    assert ids(registered, "Patient", {"gender:not": f"{gender}|male"}) == {"p-f", "p-u", "p-none"}
 
 
 def test_token_of_type_needs_three_parts(registered: TestClient) -> None:

@@ -46,7 +46,7 @@ from hub.store.database import Database
 from hub.store.tables import resource
 
 BASE = "http://hub.test/fhir"
-SEED = 20210601
+SEED = 20210602
 PATIENT_FILES = (  # small to middling patients that together have every common type
     "6c8f3e83",  # AllergyIntolerance
     "53eac4c0",  # Medication, MedicationAdministration
@@ -169,6 +169,53 @@ def branches(rt: str, code: str) -> tuple[tuple[Callable[..., list[Any]], str | 
             branch = _RESOLVE.sub("", branch)
         out.append((fhirpathpy.compile(branch, FP_MODEL), want))
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def code_bindings() -> dict[str, str]:
+    """Element path -> code system, for `code` elements bound (required) to a value set drawn from one
+    code system, from the official R4 definitions (R4 search.html#token: their implicit system)."""
+    value_sets = {
+        e["resource"]["url"]: e["resource"]
+        for e in json.loads((FIXTURES / "fhir-r4" / "valuesets.json").read_text())["entry"]
+        if e["resource"]["resourceType"] == "ValueSet"
+    }
+    out = {}
+    for e in json.loads((FIXTURES / "fhir-r4" / "profiles-resources.json").read_text())["entry"]:
+        sd = e["resource"]
+        if sd["resourceType"] != "StructureDefinition" or sd.get("kind") != "resource":
+            continue
+        for el in sd["snapshot"]["element"]:
+            b = el.get("binding") or {}
+            if [t["code"] for t in el.get("type", [])] != ["code"] or b.get("strength") != "required":
+                continue
+            inc = (value_sets.get(b.get("valueSet", "").split("|")[0], {}).get("compose") or {}).get("include", [])
+            systems = {i.get("system") for i in inc}
+            if len(systems) == 1 and None not in systems and not any(i.get("valueSet") for i in inc):
+                out[el["path"]] = systems.pop()
+    return out
+
+
+@cache
+def implicit_system(rt: str, code: str) -> str | None:
+    """The system of a token parameter's plain code values on `rt`: every branch of its expression for
+    `rt` a path to such a bound `code` element, all of one system; else None (no system)."""
+    p = param(rt, code)
+    if p is None or p.type != "token" or not p.expression:
+        return None
+    systems = set()
+    for branch in _split_top(p.expression):
+        branch = _strip_parens(branch)
+        head = branch.split(".", 1)[0]
+        if head in ("Resource", "DomainResource"):
+            branch = rt + branch[len(head) :]
+        elif head != rt:
+            continue
+        system = code_bindings().get(branch)
+        if system is None:
+            return None
+        systems.add(system)
+    return systems.pop() if len(systems) == 1 else None
 
 
 # ===================================================================================== value atoms
@@ -392,11 +439,15 @@ class Corpus:
                 found = {rid: [Tok(None, rid)] for rid in self.resources.get(rt, {})}
             else:
                 compiled = branches(rt, code)
+                implicit = implicit_system(rt, code)
                 for rid, res in self.resources.get(rt, {}).items():
                     values = []
                     for fn, want in compiled:
                         for v in fn(res):
-                            values.extend(atoms(p.type, v, code, want, p.targets))
+                            found_atoms = atoms(p.type, v, code, want, p.targets)
+                            if implicit and isinstance(v, str):  # a bound `code`: its implicit system
+                                found_atoms = [a._replace(system=implicit) for a in found_atoms]
+                            values.extend(found_atoms)
                     if values:
                         found[rid] = values
             self._atoms[key] = found

@@ -132,7 +132,10 @@ def test_booleans_codes_and_contact_points() -> None:
     assert rows(patient, "token", "active") == [{"code": "false"}]
     assert rows(patient, "token", "deceased") == [{"code": "false"}]  # deceased.exists() and deceased != false
     assert rows({**patient, "deceasedDateTime": "2020"}, "token", "deceased") == [{"code": "true"}]
-    assert rows(patient, "token", "gender") == [{"code": "female"}]
+    # a `code` bound (required) to a value set of one code system carries that system implicitly
+    assert rows(patient, "token", "gender") == [
+        {"system": "http://hl7.org/fhir/administrative-gender", "code": "female"}
+    ]
     assert rows(patient, "token", "email") == [{"system": "email", "code": "Jo@Example.org"}]  # case kept
     assert [r["code"] for r in rows(patient, "token", "telecom")] == ["+31 79 123", "Jo@Example.org"]
 

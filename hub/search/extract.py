@@ -45,7 +45,7 @@ from typing import Any
 
 from hub.fhirmodel.structure import structure
 from hub.search.fhirpath import ANY, Evaluator, FhirPathError, Node, compile_expression, parse_reference
-from hub.search.registry import Registry, SearchParam, default_registry
+from hub.search.registry import Registry, SearchParam, default_registry, implicit_systems
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,12 @@ def _token_primitive(value: Any, entry: PlanEntry) -> list[Row]:
         return [(None, "true" if value else "false", None, None, None)]
     code = _cut(value if isinstance(value, str) else str(value))
     return [(None, code, None, None, None)] if code else []
+
+
+def _token_code(value: Any, entry: PlanEntry) -> list[Row]:
+    """A `code` value of an element whose required binding implies its system (Patient.gender)."""
+    code = _cut(value) if isinstance(value, str) else None
+    return [(entry.implicit_system, code, None, None, None)] if code else []
 
 
 def _coding_row(coding: Any, fallback_text: str | None = None) -> Row | None:
@@ -569,6 +575,7 @@ class PlanEntry:
     converters: dict[str, Converter]
     targets: frozenset[str]
     components: tuple[tuple[Evaluator, Callable[[Node, PlanEntry], list[Parts]]], ...] = ()
+    implicit_system: str | None = None  # token: the system of its `code` values (see implicit_system)
 
 
 def plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
@@ -596,17 +603,39 @@ def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
         components = _components(param, evaluator, resource_type, registry) if param.type == "composite" else ()
         if param.type == "composite" and not components:
             continue
+        implicit = implicit_system(evaluator) if param.type == "token" else None
+        converters = CONVERTERS.get(param.type, {})
         entries.append(
             PlanEntry(
                 code=code,
                 table=param.type,
                 evaluator=evaluator,
-                converters=CONVERTERS.get(param.type, {}),
+                converters={**converters, "code": _token_code} if implicit else converters,
                 targets=frozenset(param.targets),
                 components=components,
+                implicit_system=implicit,
             )
         )
     return entries
+
+
+_SIMPLE_PATH = re.compile(r"^\(?([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)\)?$")
+
+
+def implicit_system(evaluator: Evaluator) -> str | None:
+    """The token system a parameter's `code` values imply (R4 search.html#token): when every union
+    branch of its expression is a plain path to a `code` element bound (required) to a value set of
+    one code system, and all name the same one. Otherwise None: codes are indexed without a system."""
+    if "code" not in evaluator.types:
+        return None
+    systems = set()
+    for branch in (evaluator.text or evaluator.expression).split("|"):
+        m = _SIMPLE_PATH.match(branch.strip())
+        system = implicit_systems().get(m.group(1)) if m else None
+        if system is None:
+            return None
+        systems.add(system)
+    return systems.pop() if len(systems) == 1 else None
 
 
 def _components(

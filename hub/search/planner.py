@@ -320,9 +320,9 @@ class Planner:
             tests = [and_(t.system == s, t.code.in_(sorted(codes))) for s, codes in expansion.codes.items() if codes]
             for s, excluded in expansion.open.items():
                 tests.append(and_(t.system == s, t.code.not_in(sorted(excluded))) if excluded else t.system == s)
-            # A `code` element (Patient.gender, Observation.status) is indexed without the system its
-            # required binding implies: such a code counts when some system of the expansion has it.
-            # (Not a Coding without a system: that one is in no value set.)
+            # A `code` element without an implicit system (no required binding to one code system; see
+            # extract.implicit_system) is indexed without one: such a code counts when some system of
+            # the expansion has it. (Not a Coding without a system: that one is in no value set.)
             listed = sorted({c for codes in expansion.codes.values() for c in codes})
             if listed and _yields_code(clause.param, types):
                 tests.append(and_(t.system.is_(None), t.code.in_(listed)))
