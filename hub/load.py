@@ -165,4 +165,6 @@ def load_paths(
         bar.update(1)
         bar.set_postfix_str(f"{summary.resources} resources, {len(summary.failures)} failed")
     bar.close()
+    if summary.resources:
+        services.db.refresh_statistics()  # searches right after a load need current planner statistics
     return summary

@@ -38,5 +38,20 @@ class Database:
             with conn.begin():
                 yield conn
 
+    def refresh_statistics(self) -> None:
+        """Bring the query planner's statistics up to date after a bulk load. Without them PostgreSQL
+        plans searches over the index tables from stale row counts (a nested loop over what it thinks
+        is an empty table can take minutes); autovacuum would catch up only later."""
+        from hub.store.tables import metadata
+
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)
+                )
+        else:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA optimize")
+
     def dispose(self) -> None:
         self.engine.dispose()
