@@ -76,3 +76,21 @@ def test_only_the_registry_sends_notifications(services: Services) -> None:
         r = gp.post("/fhir/Consent/$mitz-notify", content=NOTIFICATION.read_bytes(), headers=XML)
         assert r.status_code == 403
         assert gp.get("/fhir/Consent", params={"_summary": "count"}).json()["total"] == 0
+
+
+def test_a_malformed_notification_is_refused_and_stores_nothing(services: Services) -> None:
+    with client_of(services, "registry", "consent-registry", "10000006") as registry:
+        r = registry.post("/fhir/Consent/$mitz-notify", json={"resourceType": "Patient"}, headers=JSON)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "identifier": [{"system": BSN, "value": "999911120"}]}},
+                {"resource": {"resourceType": "Consent", "status": "active"}},  # no Mitz id
+            ],
+        }
+        r = registry.post("/fhir/Consent/$mitz-notify", json=bundle, headers=JSON)
+        assert r.status_code == 400
+        assert r.json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.id"]
+        assert registry.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 0
