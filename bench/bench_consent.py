@@ -25,14 +25,13 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
+from bench_audit import timed  # noqa: E402
 from bench_ingest import chosen_files, describe, fresh_database, make_services  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
@@ -78,12 +77,6 @@ def consent(pid: str) -> dict[str, object]:
         "patient": {"reference": f"Patient/{pid}"},
         "provision": {"type": "permit"},
     }
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
