@@ -71,7 +71,7 @@ class SearchQuery:
     clauses: list[Clause] = field(default_factory=list)
     count: int = 50
     sort: list[tuple[str, bool]] = field(default_factory=list)  # (code, descending)
-    total: str = "accurate"
+    total: str | None = None  # None: the server's choice (a total only when the first page holds all)
     summary: str | None = None
     elements: list[str] | None = None
     includes: list[Include] = field(default_factory=list)

@@ -40,6 +40,12 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     kwargs.setdefault("connect_args", {}).update({"check_same_thread": False, "timeout": 60})
+    # Enough pooled connections for every thread of a process that uses the database (the request
+    # threads, HUB_REQUEST_THREADS, anyio's default 40 where that is not set, and the audit drainer):
+    # one opened past the pool and closed after its request costs its PRAGMAs and a cold page cache
+    # (server CPU per read over HTTP ~1.9 -> ~1.5 ms under 32 concurrent clients with 5 + 10).
+    kwargs.setdefault("pool_size", 40)
+    kwargs.setdefault("max_overflow", 10)
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -57,7 +63,8 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("hub_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: SQLAlchemy's execution path cost a third of a short read here.
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

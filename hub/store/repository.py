@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, tuple_, update
 
 from hub.formats import jsonfmt
 from hub.formats.outcome import FhirError, gone, not_found, precondition_failed
@@ -48,6 +48,7 @@ class Stored:
     deleted: bool
     method: str
     content: bytes | None
+    patient_id: str | None = None  # the Patient compartment it was stored in (resource.patient_id)
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -109,11 +110,22 @@ _COLUMNS = (
     resource.c.deleted,
     resource.c.method,
     resource.c.content,
+    resource.c.patient_id,
+)
+# The hot single-row reads, built once (building the expression per call cost more than the query).
+_CURRENT = select(*_COLUMNS).where(
+    resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), resource.c.is_current
+)
+_VERSION = select(*_COLUMNS).where(
+    resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), resource.c.version_id == bindparam("v")
 )
 
 
+_LOCK_MANY = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS t(k)"
+
+
 def _stored(row: Any) -> Stored:
-    return Stored(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+    return Stored(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
 
 
 class Repository:
@@ -124,13 +136,12 @@ class Repository:
         self.indexer = indexer
         self.clock = clock
         self.postgres = conn.dialect.name == "postgresql"
+        self.holder: str | None = None  # the writing organisation, set by the consent step
 
     # -- reads ---------------------------------------------------------------------------------
 
     def current(self, res_type: str, res_id: str) -> Stored | None:
-        row = self.conn.execute(
-            select(*_COLUMNS).where(resource.c.res_type == res_type, resource.c.res_id == res_id, resource.c.is_current)
-        ).first()
+        row = self.conn.execute(_CURRENT, {"t": res_type, "i": res_id}).first()
         return _stored(row) if row else None
 
     def read(self, res_type: str, res_id: str) -> Stored:
@@ -142,13 +153,7 @@ class Repository:
         return found
 
     def vread(self, res_type: str, res_id: str, version_id: int) -> Stored:
-        row = self.conn.execute(
-            select(*_COLUMNS).where(
-                resource.c.res_type == res_type,
-                resource.c.res_id == res_id,
-                resource.c.version_id == version_id,
-            )
-        ).first()
+        row = self.conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": version_id}).first()
         if row is None:
             if self.current(res_type, res_id) is None:
                 raise not_found(f"{res_type}/{res_id} is not known")
@@ -245,9 +250,11 @@ class Repository:
         """
         if not self.postgres:
             return
-        for key in sorted(set(keys)):
-            h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
-            self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (h,))
+        hashes = sorted(
+            {int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True) for k in keys}
+        )
+        if hashes:  # one round trip: the locks are taken in the array's (sorted) order as unnest yields it
+            self.conn.exec_driver_sql(_LOCK_MANY, (hashes,))
 
     def apply(self, writes: Sequence[Write]) -> list[WriteResult]:
         """Apply writes to distinct resources in bulk; raise FhirError (and write nothing) on a failed
@@ -313,6 +320,7 @@ class Repository:
             "deleted": deleted,
             "method": w.method,
             "patient_id": patient,
+            "holder": self.holder,
             "content": content,
         }
 
@@ -346,6 +354,7 @@ class Repository:
                 row["deleted"],
                 row["method"],
                 row["content"],
+                row["patient_id"],
                 body,
             )
             if body is not None:

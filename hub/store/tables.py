@@ -53,6 +53,9 @@ resource = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("method", String(8), nullable=False),  # POST | PUT | PATCH | DELETE (history request.method)
     Column("patient_id", String(64), nullable=True),  # the Patient compartment this row belongs to
+    # One organisation that wrote this resource (consent: its authors always see it); the full set is
+    # resource_author. On the row so the usual "we hold this" test needs no look-up per row.
+    Column("holder", String(80), nullable=True),
     Column("content", LargeBinary, nullable=True),  # the resource as served (JSON bytes); NULL when deleted
     Index("uq_resource_version", "res_type", "res_id", "version_id", unique=True),
     Index(
@@ -73,6 +76,10 @@ resource = Table(
         postgresql_where=text("is_current"),
     ),
 )
+# SQLite only (migration 0007): the columns searches test per row, so they need not read the
+# inline content; PostgreSQL keeps large content out of line and joins by hash.
+_COVER = ("pk", "res_type", "is_current", "deleted", "patient_id", "res_id", "holder")
+Index("ix_resource_cover", *(resource.c[c] for c in _COVER), info={"only_on": "sqlite"}).ddl_if(dialect="sqlite")
 
 
 def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...]) -> Table:
