@@ -16,7 +16,7 @@ from typing import Any
 from hub.api.operations import Operation, register
 from hub.auth.enforce import OPERATION_NEEDS
 from hub.formats.outcome import invalid
-from hub.pipeline import TRANSACTION, WRITING_OPERATIONS, Context, Interaction, Result
+from hub.pipeline import TRANSACTION, Context, Interaction, Result
 
 BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
 URA_SYSTEM = "http://fhir.nl/fhir/NamingSystem/ura"
@@ -66,5 +66,4 @@ def _mitz_notify(ctx: Context) -> Result:
 
 
 register(Operation("mitz-notify", _mitz_notify, type_level=True, resource_types=("Consent",), affects_state=True))
-WRITING_OPERATIONS.add("mitz-notify")
 OPERATION_NEEDS["mitz-notify"] = ("cu", "Consent")

@@ -81,7 +81,9 @@ class Interaction:
 
     @property
     def writes(self) -> bool:
-        return self.kind in WRITES or (self.kind == OPERATION and self.operation in WRITING_OPERATIONS)
+        return self.kind in WRITES or (
+            self.kind == OPERATION and (self.operation or "").lstrip("$") in WRITING_OPERATIONS
+        )
 
     def param(self, name: str) -> str | None:
         for k, v in self.params:
@@ -143,6 +145,9 @@ class Context:
 
 
 class Interceptor(Protocol):
+    """A pipeline step. It may also define `prepare(interaction)`, run before the top-level
+    transaction begins (the audit step flushes its journal there before the trail is read)."""
+
     def before(self, ctx: Context) -> None:
         """Runs before execution; raise FhirError to refuse (401/403)."""
 
@@ -167,6 +172,10 @@ class Pipeline:
 
     def run(self, interaction: Interaction) -> Result:
         """Run a top-level interaction in its own transaction, retrying on a write-write race."""
+        for interceptor in self.interceptors:
+            prepare = getattr(interceptor, "prepare", None)  # optional: work before the transaction
+            if prepare is not None:
+                prepare(interaction)
         for attempt in range(_RETRIES):
             ctx: Context | None = None
             try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.formats.outcome import FhirError, Issue, invalid, operation_outcome
-from hub.pipeline import Context, Result
+from hub.pipeline import WRITING_OPERATIONS, Context, Result
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ REGISTRY: dict[str, Operation] = {}
 
 def register(op: Operation) -> Operation:
     REGISTRY[op.name] = op
+    if op.affects_state:  # runs in a write transaction (SQLite: BEGIN IMMEDIATE, no lock upgrade race)
+        WRITING_OPERATIONS.add(op.name)
     return op
 
 

@@ -18,7 +18,7 @@ from hub.api.everything import members
 from hub.api.operations import Operation, register
 from hub.auth.enforce import OPERATION_NEEDS
 from hub.formats.outcome import FhirError, information
-from hub.pipeline import WRITING_OPERATIONS, Context, Result
+from hub.pipeline import Context, Result
 from hub.rights.export import own_patient
 from hub.search.planner import ReferenceValues
 from hub.store.repository import utcnow
@@ -95,5 +95,4 @@ def _erase(ctx: Context) -> Result:
 
 
 register(Operation("avg-erase", _erase, instance=True, resource_types=("Patient",), affects_state=True))
-WRITING_OPERATIONS.add("avg-erase")
 OPERATION_NEEDS["avg-erase"] = ("", "Patient")  # the right is the patient's, whatever the app's scopes
