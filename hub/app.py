@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cached_property
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import Connection
 from starlette.requests import Request
@@ -56,7 +59,8 @@ class Services:
         self.profiles = ProfileService(settings.profile_validation)  # profiles/: validation on write, $validate
         self.keys = SigningKeys.for_data_dir(settings.data_dir)
         self.tokens = TokenService(self.keys, settings.system_token_lifetime, settings.patient_token_lifetime)
-        self.audit = AuditTrail(db, self.keys)  # NEN 7513 trail; its interceptor goes last
+        self.audit = AuditTrail(db, self.keys, settings.data_dir / "audit-journal")  # NEN 7513; its step goes last
+        self.audit.journal.recover()  # read records journalled by a process that has ended
         self.auth_events = AuditedAuthEvents(self.audit)
         self.pipeline = Pipeline(
             db,
@@ -99,11 +103,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is None:
         settings = settings or Settings()
         services = Services(settings, Database.connect(settings.database_url))
+    hub_services = services
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = hub_services.settings.request_threads
+        yield
+        hub_services.audit.journal.settle()  # journalled read records into the chain before exit
+
     app = FastAPI(
         title="Haaglanden FHIR hub",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # the FHIR API describes itself at /fhir/metadata
+        lifespan=lifespan,
     )
     app.state.services = services
     app.add_middleware(RefusalAudit, trail=services.audit)  # 401s never reach the pipeline

@@ -33,6 +33,10 @@ class Settings:
     # Who logs patients in for PGO apps (hub/auth/identity.py): empty = the development provider when
     # HUB_DEVELOPMENT=1, otherwise none (patient login refused until a real one, DigiD, is configured).
     identity_provider: str = field(default_factory=lambda: os.environ.get("HUB_IDENTITY_PROVIDER", ""))
+    # Threads per server process running requests (they hold the GIL in turn): 32 clients on 40
+    # threads cost ~20 % more CPU per read than on 4-8; over HTTP 4 gave 2,155-2,322 reads/s against
+    # 1,922-1,981 with 8 (bench/bench_read.py, 2 workers). More for slow back ends (remote PostgreSQL).
+    request_threads: int = field(default_factory=lambda: _int_env("HUB_REQUEST_THREADS", 4))
 
     def __post_init__(self) -> None:
         if not self.database_url:

@@ -59,7 +59,7 @@ def ids(bundle: dict[str, Any]) -> list[str]:
 
 def test_auditor_searches_by_every_parameter(services: Services, region: dict[str, Any]) -> None:
     a, b = region["a"], region["b"]
-    by_id = {x["event"]["id"]: x for x in records(services.db)}
+    by_id = {x["event"]["id"]: x for x in records(services)}
     today = datetime.now(UTC).date()
     with http(services, region["auditor"]) as auditor:
 
@@ -102,7 +102,7 @@ def test_auditor_searches_by_every_parameter(services: Services, region: dict[st
 def test_reading_the_trail_is_itself_audited(services: Services, region: dict[str, Any]) -> None:
     with http(services, region["auditor"]) as auditor:
         assert auditor.get(f"/fhir/AuditEvent?patient={region['a']}").status_code == 200
-    last = records(services.db)[-1]
+    last = records(services)[-1]
     assert (last["subtype"], last["client_id"], last["organisation"], last["outcome"]) == (
         "search-type",
         "auditor-1",
@@ -132,7 +132,7 @@ def test_auditor_exports_ndjson_and_csv(services: Services, region: dict[str, An
             rows[0]["user_role"] == "01.015" and rows[0]["purpose"] == "TREAT" and rows[0]["patient"] == f"Patient/{a}"
         )
         assert auditor.get("/fhir/AuditEvent/$export-audit?_outputFormat=xlsx").status_code == 400
-    assert records(services.db)[-1]["subtype"] == "operation"  # the export was audited
+    assert records(services)[-1]["subtype"] == "operation"  # the export was audited
 
 
 def test_only_auditors_read_the_trail_and_nobody_writes_it(services: Services, region: dict[str, Any]) -> None:
@@ -143,14 +143,14 @@ def test_only_auditors_read_the_trail_and_nobody_writes_it(services: Services, r
         patient_id=region["a"],
         subject=BSN_A,
     )
-    some_event = records(services.db)[0]["event"]["id"]
+    some_event = records(services)[0]["event"]["id"]
     for token in (system, pgo):
         with http(services, token) as c:
             assert c.get("/fhir/AuditEvent").status_code == 403
             assert c.get(f"/fhir/AuditEvent/{some_event}").status_code == 403
             assert c.get("/fhir/AuditEvent/$export-audit").status_code == 403
             assert c.get("/fhir?_type=AuditEvent").status_code == 403
-    refused = records(services.db)[-1]
+    refused = records(services)[-1]
     assert (refused["outcome"], refused["user_id"]) == ("4", BSN_A)  # the refusals are audited too
     with http(services, system) as c:
         event = {"resourceType": "AuditEvent", "recorded": "2026-01-01T00:00:00Z"}

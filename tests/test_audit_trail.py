@@ -31,9 +31,11 @@ PRACTITIONER = {"system": UZI, "id": "999300001", "role": "01.015", "name": "J. 
 BSN = "999911120"
 
 
-def records(db: Database) -> list[dict[str, Any]]:
-    """Every audit record in chain order: its columns plus the AuditEvent as `event`."""
-    with db.transaction() as conn:
+def records(services: Services) -> list[dict[str, Any]]:
+    """Every audit record in chain order (reads' records flushed from the journal first): its
+    columns plus the AuditEvent as `event`."""
+    services.audit.flush()
+    with services.db.transaction() as conn:
         rows = conn.execute(select(audit_record).order_by(audit_record.c.seq)).mappings().all()
     return [{**row, "event": orjson.loads(row["content"])} for row in rows]
 
@@ -87,7 +89,7 @@ def test_scripted_scenario_leaves_the_expected_records(services: Services, gp: T
 
     got = [
         (x["subtype"], x["action"], x["outcome"], x["patient_id"], x["bsn"], x["user_id"], x["organisation"])
-        for x in records(services.db)
+        for x in records(services)
     ]
     user, org = PRACTITIONER["id"], "99900003"
     assert got == [
@@ -101,7 +103,7 @@ def test_scripted_scenario_leaves_the_expected_records(services: Services, gp: T
         ("delete", "D", "0", pid, BSN, user, org),
         ("delete", "D", "0", pid, BSN, user, org),
     ]
-    events = [x["event"] for x in records(services.db)]
+    events = [x["event"] for x in records(services)]
     assert [e["meta"]["profile"][0].rsplit(".", 1)[1] for e in events if "meta" in e] == [
         "PatientCreate", "PatientCreate", "PatientRead", "PatientQuery", "PatientUpdate", "PatientRead",
         "Read", "PatientDelete", "PatientDelete",
@@ -136,11 +138,11 @@ def test_a_rolled_back_transaction_keeps_only_its_refusal(services: Services, cl
     }
     r = client.post("/fhir", json=bundle, headers=fhir_json())
     assert r.status_code == 405, r.text
-    got = [(x["subtype"], x["outcome"]) for x in records(services.db)]
+    got = [(x["subtype"], x["outcome"]) for x in records(services)]
     assert got == [("create", "4"), ("transaction", "4")]  # the AuditEvent entry, then the bundle
     ok = dict(bundle, entry=bundle["entry"][:2])
     assert client.post("/fhir", json=ok, headers=fhir_json()).status_code == 200
-    done = [(x["subtype"], x["action"], x["outcome"]) for x in records(services.db)][2:]
+    done = [(x["subtype"], x["action"], x["outcome"]) for x in records(services)][2:]
     assert sorted(done) == [("create", "C", "0"), ("delete", "D", "0"), ("transaction", "E", "0")]
 
 
@@ -155,7 +157,7 @@ def test_a_batch_audits_each_entry_and_its_refusals(services: Services, client: 
         ],
     }
     assert client.post("/fhir", json=bundle, headers=fhir_json()).status_code == 200
-    got = [(x["subtype"], x["outcome"], x["patient_id"]) for x in records(services.db)][1:]
+    got = [(x["subtype"], x["outcome"], x["patient_id"]) for x in records(services)][1:]
     assert got == [("read", "0", pid), ("read", "4", None), ("batch", "0", None)]
 
 
@@ -188,7 +190,7 @@ def test_token_issuance_and_refusal_are_audited(services: Services) -> None:
         assert issued.status_code == 200, issued.text
         assert _token_request(anon, RSAKey.generate_key(2048, parameters={"kid": "k1"}), "hix").status_code == 401
     jti = services.tokens.verify(issued.json()["access_token"], BASE).token_id
-    got = records(services.db)
+    got = records(services)
     assert [(x["type"], x["subtype"], x["outcome"], x["client_id"]) for x in got] == [
         ("110114", "110122", "0", "hix"),
         ("110114", "110122", "4", "hix"),
@@ -206,7 +208,7 @@ def _fill(services: Services, n: int = 6) -> None:
     with TestClient(create_app(services=services), base_url=ORIGIN) as anon:
         for _ in range(n):
             anon.get("/fhir/Patient")  # 401s: one record each
-    assert len(records(services.db)) == n
+    assert len(records(services)) == n
 
 
 def _edit(db: Database, seq: int) -> None:
@@ -316,7 +318,7 @@ def test_concurrent_writers_keep_the_chain_linear(services: Services) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert [x["seq"] for x in records(services.db)] == list(range(1, 41))
+    assert [x["seq"] for x in records(services)] == list(range(1, 41))
     assert verify(services.db, services.keys).ok
 
 
@@ -358,7 +360,7 @@ def test_the_consent_decision_and_break_the_glass_are_recorded(services: Service
         c.headers["Authorization"] = f"Bearer {token_for(stated)}"
         pid = c.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
         assert c.get(f"/fhir/Patient/{pid}").status_code == 200
-    event = records(services.db)[-1]["event"]
+    event = records(services)[-1]["event"]
     consent = next(e for e in event["entity"] if e.get("role", {}).get("code") == "13")
     assert consent["what"] == {"reference": "Consent/c1"}
     assert {d["type"]: d["valueString"] for d in consent["detail"]} == {
@@ -390,7 +392,7 @@ def test_a_bundle_of_writes_makes_one_record_per_patient_and_kind(services: Serv
         "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=fhir_json()
     )
     assert r.status_code == 200, r.text
-    got = records(services.db)
+    got = records(services)
     assert [(x["subtype"], x["bsn"]) for x in got] == [("create", BSN), ("create", None), ("transaction", None)]
     objects = [
         [e["what"]["reference"].split("/")[0] for e in x["event"]["entity"] if e["role"]["code"] == "4"] for x in got
@@ -413,7 +415,7 @@ def test_a_refusal_inside_the_pipeline_is_recorded_once(services: Services) -> N
         )
     with TestClient(create_app(services=services), base_url=ORIGIN) as c:
         assert c.get("/fhir/Patient/p1", headers={"Authorization": f"Bearer {token}"}).status_code == 401
-    got = [(x["subtype"], x["outcome"], x["user_id"], x["client_id"]) for x in records(services.db)]
+    got = [(x["subtype"], x["outcome"], x["user_id"], x["client_id"]) for x in records(services)]
     assert got == [("read", "4", BSN, "pgo-app")]
 
 
@@ -429,7 +431,7 @@ def test_a_checkpoint_is_also_made_after_some_time(services: Services) -> None:
 def test_two_processes_and_a_rollback_keep_the_chain_whole(services: Services) -> None:
     """Each process remembers the head it wrote; another process's records or a rolled-back append
     must make it read the real head instead."""
-    other = AuditTrail(services.db, services.keys)  # as a second server process would have
+    other = AuditTrail(services.db, services.keys, services.settings.data_dir / "other-journal")  # a 2nd process
     mine = services.audit
     mine.write([_minimal_event()])
     other.write([_minimal_event()])  # mine's remembered head is now stale
@@ -439,7 +441,7 @@ def test_two_processes_and_a_rollback_keep_the_chain_whole(services: Services) -
         raise RuntimeError("the interaction failed after its audit record was appended")
     mine.write([_minimal_event()])
     other.write([_minimal_event()])
-    assert [int(x["event"]["id"]) for x in records(services.db)] == [1, 2, 3, 4, 5, 6]
+    assert [int(x["event"]["id"]) for x in records(services)] == [1, 2, 3, 4, 5, 6]
     assert verify(services.db, services.keys).ok
 
 
@@ -461,7 +463,7 @@ def test_a_corrected_bsn_is_recorded_from_then_on(services: Services, client: Te
     }
     assert client.post("/fhir", json=transaction, headers=fhir_json()).status_code == 200
     client.get(f"/fhir/Observation/{oid}")
-    got = [(x["subtype"], x["bsn"]) for x in records(services.db)]
+    got = [(x["subtype"], x["bsn"]) for x in records(services)]
     assert got == [
         ("create", BSN),
         ("create", BSN),
@@ -493,6 +495,6 @@ def test_an_internal_error_is_recorded_too(services: Services) -> None:
         pid = c.post("/fhir/Patient", json=patient(), headers=fhir_json()).json()["id"]
         r = c.get(f"/fhir/Patient/{pid}")
         assert r.status_code == 500 and r.json()["resourceType"] == "OperationOutcome"
-    event = records(services.db)[-1]["event"]
+    event = records(services)[-1]["event"]
     assert event["action"] == "R" and event["outcome"] == "8"  # serious failure
     assert any(e.get("what", {}).get("reference", "").startswith(f"Patient/{pid}") for e in event["entity"])

@@ -14,12 +14,14 @@ import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from joserfc import jws
 from sqlalchemy import Connection, insert, select
 
+from hub.audit.journal import ReadJournal
 from hub.audit.tables import audit_checkpoint, audit_record
 from hub.store.database import Database
 from hub.store.repository import utcnow
@@ -130,17 +132,21 @@ class AuditTrail:
     """Appends AuditEvents to the chain; one per process (hub.app.Services.audit)."""
 
     def __init__(
-        self, db: Database, keys: Any, checkpoint_every: int = 1000, checkpoint_seconds: float = 300.0
+        self,
+        db: Database,
+        keys: Any,
+        journal_dir: Path,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 300.0,
     ) -> None:
         self.db = db
         self.keys = keys
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self._last_checkpoint: tuple[int, datetime] | None = None  # a hint; the lock makes it safe
-        # PostgreSQL: a read's audit record commits without waiting for the WAL flush unless this is
-        # set: a database crash can then lose the last moments of read records (the guarantee SQLite's
-        # WAL + synchronous=NORMAL gives every commit), instead of one fsync per read.
-        self.sync_reads = os.environ.get("HUB_AUDIT_SYNC_READS") == "1"
+        # Reads' records go through a journal file (hub/audit/journal.py); HUB_AUDIT_SYNC_READS=1
+        # fsyncs it per read (safe against a machine crash too, at the price of a disk flush each).
+        self.journal = ReadJournal(db, self, journal_dir, sync=os.environ.get("HUB_AUDIT_SYNC_READS") == "1")
         self._mutex = threading.Lock()
         self._writer = threading.Lock()  # one group-committing writer per process at a time
         self._queue: list[_Ticket] = []
@@ -154,6 +160,7 @@ class AuditTrail:
         database's write lock (SQLite's busy handler sleeps in steps of milliseconds)."""
         if not events:
             return
+        self.journal.flush()  # reads journalled before these events come before them in the chain
         ticket = _Ticket(list(events))
         with self._mutex:
             self._queue.append(ticket)
@@ -173,17 +180,20 @@ class AuditTrail:
         if ticket.error is not None:
             raise ticket.error
 
-    def append_for_read(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-        """Append in a read's transaction (PostgreSQL), which has nothing else to make durable."""
-        self.append(conn, events, relaxed=not self.sync_reads)
+    def journal_read(self, events: Sequence[dict[str, Any]]) -> None:
+        """A read's records: journalled now (before the response leaves), chained in a batch soon."""
+        self.journal.append(events)
 
-    def append(self, conn: Connection, events: Sequence[dict[str, Any]], relaxed: bool = False) -> None:
+    def flush(self) -> None:
+        """Chain every journalled read record of this process (before the trail is read)."""
+        self.journal.flush()
+
+    def append(self, conn: Connection, events: Sequence[dict[str, Any]]) -> None:
         """Append in the caller's write transaction: the records commit or roll back with it."""
         if not events:
             return
-        if conn.dialect.name == "postgresql":  # one round trip: the chain lock (and the relaxed commit)
-            sync = "SELECT set_config('synchronous_commit', 'off', true), " if relaxed else "SELECT "
-            conn.exec_driver_sql(sync + _PG_LOCK)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT " + _PG_LOCK)
         sqlite = conn.dialect.name == "sqlite"
         style = "qmark" if sqlite else "format"
         cached = self._head

@@ -4,10 +4,10 @@ Where the records are written, so that none is lost and none describes something
 - writes (and everything in a batch or transaction): in the interaction's own transaction, from the
   top-level `after()`; bundle entries only queue their records, so the chain lock is taken once,
   last, and briefly;
-- reads: on PostgreSQL in the read's transaction (it may write); on SQLite, whose read transactions
-  cannot safely become write transactions, in a short write transaction right after the read
-  commits. Either way before `Pipeline.run` returns, so before the response is sent, and a failed
-  audit write fails the request;
+- reads: into this process's audit journal right after the read commits, so before `Pipeline.run`
+  returns and the response is sent (a failed journal write fails the request); a background
+  thread moves them into the hash chain in batches (hub/audit/journal.py), and `prepare` flushes
+  the journal before anything reads the trail;
 - refusals and failures (401/403/404 ...): after the interaction's transaction rolled back, in a
   transaction of their own, with the refusals of any bundle entries.
 """
@@ -43,6 +43,7 @@ GROUPS = "audit-bundle-writes"
 GROUPED = (CREATE, UPDATE, PATCH, DELETE)
 AUDIT_TYPE = "AuditEvent"
 AUDITOR = "auditor"
+TRAIL_READERS = ("$access-log", "$avg-export", "$avg-erase")  # operations that read the audit trail
 
 
 def targets_trail(i: Interaction) -> bool:
@@ -68,6 +69,12 @@ class Audit:
     def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
         self.bsns = subjects.BsnCache()
+
+    def prepare(self, i: Interaction) -> None:
+        """Before the transaction: whatever reads the trail sees every read journalled so far, and a
+        write's records follow the reads before it in the chain (its order stays the order of events)."""
+        if i.writes or targets_trail(i) or i.operation in TRAIL_READERS or i.kind in (BATCH, TRANSACTION):
+            self.trail.flush()
 
     def before(self, ctx: Context) -> None:
         i = ctx.interaction
@@ -109,10 +116,8 @@ class Audit:
         pending.clear()
         if i.writes:
             self.trail.append(ctx.conn, batch)
-        elif ctx.conn.dialect.name != "sqlite":
-            self.trail.append_for_read(ctx.conn, batch)
         else:
-            ctx.on_commit(lambda: self.trail.write(batch))
+            ctx.on_commit(lambda: self.trail.journal_read(batch))
 
     def failed(self, ctx: Context, error: FhirError) -> None:
         i = ctx.interaction

@@ -1,8 +1,7 @@
 """Whom an interaction touched: the patients (with their BSN) and the data objects, from its results.
 
-A few results (a read): the patient compartment is computed from the resource itself, as the store
-computed it when writing (`indexer.patient_id`, ~0.01 ms), which costs less than a query. Many (a
-search page): the stored rows' compartment column and the Patient's BSN in one query. Plus the
+Each stored row carries its patient compartment (the store computed it when writing); BSNs come
+from a Patient read itself, the per-process cache, or one query for the patients missing. Plus the
 patient a request names without returning data (a compartment search, `$everything`, `?patient=`),
 so an empty answer is still logged on the patient. BSNs are remembered per process for a few
 minutes (`BsnCache`), forgotten when this process writes the Patient.
@@ -62,7 +61,7 @@ class BsnCache:
         self._data.pop(patient_id, None)
 
 
-FEW = 3  # results up to which the compartment is computed from the resources rather than queried
+FEW = 3  # results up to which a Patient's BSN is taken from the resource itself rather than queried
 
 
 def bsn_of(patient: dict[str, Any]) -> str | None:
@@ -77,20 +76,11 @@ def touched(ctx: Context, result: Result | None, cache: BsnCache) -> Touched:
     t = Touched()
     known: dict[str, str | None] = {}  # BSNs found on the way (None: the Patient has none)
     rows = stored_in(result) if result is not None else []
-    if 0 < len(rows) <= FEW:
-        for s in rows:
-            body = s.resource() if s.content is not None else None
-            pid = ctx.services.indexer.patient_id(body) if body is not None else None
-            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", pid)
-            if body is not None and s.res_type == "Patient" and pid == s.res_id:
-                known[pid] = bsn_of(body)
-    elif rows:
-        owners = _owners(ctx.conn, [s.pk for s in rows])
-        for s in rows:
-            pid, bsn = owners.get(s.pk, (None, None))
-            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", pid)
-            if pid is not None and known.get(pid) is None:
-                known[pid] = bsn
+    if rows:
+        for s in rows:  # each row carries its compartment (resource.patient_id)
+            t.add(f"{s.res_type}/{s.res_id}/_history/{s.version_id}", s.patient_id)
+            if len(rows) <= FEW and s.content is not None and s.res_type == "Patient" and s.patient_id == s.res_id:
+                known[s.res_id] = bsn_of(s.resource())  # a read of the Patient: its BSN is at hand
     elif i.res_type and i.res_id and i.kind not in ("search-compartment", "operation"):
         pre = ctx.facts.get("audit-before")
         owner = pre[0] if pre else _owner_of(ctx.conn, i.res_type, i.res_id)

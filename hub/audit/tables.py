@@ -1,7 +1,7 @@
 """The audit trail's tables: append-only records (hash-chained) and signed checkpoints.
 
 They live on the store's shared `metadata` (so Alembic's comparison and the test fixtures see them)
-but are declared here, next to the code that alone writes them. Migration 0003 creates them.
+but are declared here, next to the code that alone writes them. Migrations 0003 and 0008 create them.
 """
 
 from __future__ import annotations
@@ -51,4 +51,13 @@ audit_checkpoint = Table(
     Column("created", DateTime(timezone=False), nullable=False),
     Column("kid", String(100), nullable=False),
     Column("signature", Text, nullable=False),  # compact JWS over {"seq", "hash", "created"}
+)
+
+# How far each process's read-record journal (hub/audit/journal.py) has been moved into the chain:
+# the byte offset moves in the same transaction as the records (migration 0008).
+audit_journal = Table(
+    "audit_journal",
+    metadata,
+    Column("name", String(100), primary_key=True),  # the journal file's name
+    Column("drained", BigInteger, nullable=False),  # bytes of it already in audit_record
 )
