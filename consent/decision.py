@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Integer,
     and_,
     bindparam,
@@ -44,7 +45,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from consent.categories import (
     BEHANDEL,
@@ -238,15 +241,18 @@ def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]
     `implied()`: the patients whose care process names the subject's organisation (computed once per
     request rather than nested here: chains and _has nest this, and SQLite's parser depth is limited)."""
 
+    scope: _Scope | None = None  # taken at the first constraint: one CTE for the whole request
+
     def constraint(types: list[str], r: Any = resource) -> Any:
+        nonlocal scope
         if subject.local or subject.patient_id is not None or subject.break_the_glass:
             return true()  # the operator; a patient (hub/auth confines the token); break-the-glass
         if all(t == "Patient" or not registry.compartment_params("Patient", t) for t in types):
             return true()  # identification or no patient data (e.g. the Practitioner of a chain)
         patients = tuple(implied()) if subject.org_category else ()
-        if r is resource:  # the usual case: built once per subject, types and minute, then reused
-            return _row_constraint(subject, tuple(types), patients, _minute())
-        return _build(subject, types, r, patients, _minute())
+        if scope is None:
+            scope = _scope(subject, _minute())
+        return scope.constraint(tuple(types), r, patients)
 
     return constraint
 
@@ -256,33 +262,115 @@ def _minute() -> datetime:
     return utcnow().replace(second=0, microsecond=0)
 
 
+class _Scope:
+    """What the constraints of one subject at one minute share: the applicable-rules CTE and the
+    row constraints built on it. Every constraint in a statement must name the same CTE object
+    (SQLAlchemy refuses two CTEs of one name), so the row constraints are cached here beside it,
+    never in a cache of their own that could outlive it, and a request keeps its scope even when
+    the minute turns while it builds its statement."""
+
+    def __init__(self, subject: Subject, now: datetime) -> None:
+        self.subject = subject
+        self.applicable = _applicable(subject, now) if subject.org_category is not None else None
+        self._rows: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+    def constraint(self, types: tuple[str, ...], r: Any, implied: tuple[str, ...]) -> Any:
+        if r is not resource:  # a chain's or _has's alias: built for this statement
+            return _build(self.subject, list(types), r, implied, self.applicable)
+        key = (types, implied)
+        built = self._rows.get(key)
+        if built is None:  # the usual case: built once per subject, types and minute, then reused
+            if len(self._rows) >= 256:
+                self._rows.clear()
+            built = Prekeyed(_build(self.subject, list(types), resource, implied, self.applicable))
+            self._rows[key] = built
+        return built
+
+
 @lru_cache(maxsize=1024)
-def _row_constraint(subject: Subject, types: tuple[str, ...], implied: tuple[str, ...], now: datetime) -> Any:
-    return _build(subject, list(types), resource, implied, now)
+def _scope(subject: Subject, now: datetime) -> _Scope:
+    return _Scope(subject, now)
 
 
-def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...], now: datetime) -> Any:
+class Prekeyed(ColumnElement[bool]):
+    """A fixed expression whose SQLAlchemy cache key is computed once. SQLAlchemy recomputes a
+    statement's cache key on every execution by walking the whole expression; for the consent
+    constraint (hundreds of nodes) that walk cost more than running the query. The key and the bound
+    parameters are those of the wrapped expression, so a compiled statement is reused exactly when
+    it would have been, with this expression's values."""
+
+    __visit_name__ = "prekeyed"
+    inherit_cache = False  # _gen_cache_key below is the whole story
+    _traverse_internals = [("inner", InternalTraversal.dp_clauseelement)]
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition as it is, not `expr = 1`
+
+    def __init__(self, inner: ColumnElement[bool]) -> None:
+        self.inner = inner
+        key = inner._generate_cache_key()
+        assert key is not None
+        self._key, self._binds = key.key, list(key.bindparams)
+
+    def _gen_cache_key(self, anon_map: Any, bindparams: list[Any]) -> tuple[Any, ...]:
+        bindparams.extend(self._binds)
+        return (Prekeyed, self._key)
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return list(self.inner._from_objects)
+
+
+@compiles(Prekeyed)
+def _compile_prekeyed(element: Prekeyed, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.inner, **kw)})"  # one term, whatever surrounds it
+
+
+def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...], applicable: Any) -> Any:
     free = (
         r.c.patient_id.is_(None) if "Patient" not in types else or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
     )
     if subject.org is None:
         return free
+    # The organisation wrote it: the row's holder (no look-up), else any of its recorded authors.
+    held = r.c.holder == subject.org
     author = exists().where(
         resource_author.c.res_type == r.c.res_type,
         resource_author.c.res_id == r.c.res_id,
         resource_author.c.org == subject.org,
     )
     if subject.org_category is None:
-        return or_(free, author)
-    applicable = _applicable(subject, now)
-    return or_(free, author, _consented(r, types, list(implied), applicable))
+        return or_(free, held, author)
+    guard, _ = _category_test(r, types)
+    # Cheap tests first (OR short-circuits per row): the patients who permit this subject all their
+    # data, a set computed once per statement, before the per-row scoring subquery.
+    blanket = and_(r.c.patient_id.in_(_blanket_permits(applicable)), guard)  # the set first: guard may be a CASE
+    return or_(free, held, blanket, author, _consented(r, types, list(implied), applicable))
 
 
-@lru_cache(maxsize=256)
+def _blanket_permits(applicable: Any) -> Any:
+    """Patients with no applicable deny and a permit covering every category from every custodian:
+    `decide` permits each of their rows that is not a privacy choice, whatever its category and
+    author. The common case of a Mitz 'yes' (GGC002 for a kind of provider)."""
+    a = applicable.alias()
+    covers_all = and_(
+        a.c.decision == "permit", or_(a.c.category.is_(None), a.c.category == BEHANDEL), a.c.custodian.is_(None)
+    )
+    return (
+        select(a.c.patient_id)
+        .group_by(a.c.patient_id)
+        .having(
+            and_(
+                func.sum(case((a.c.decision == "deny", 1), else_=0)) == 0,
+                func.sum(case((covers_all, 1), else_=0)) > 0,
+            )
+        )
+    )
+
+
 def _applicable(subject: Subject, now: datetime) -> Any:
     """The rules that can apply to this subject at all, as a CTE: rendered once at the top of the
     statement, so the per-row test stays shallow however deep chains and _has nest it. One object
-    per subject and minute: every constraint in a statement must name the same CTE."""
+    per _Scope: every constraint in a statement must name the same CTE."""
     x = consent_rule.c
     return (
         select(x.patient_id, x.decision, x.category, x.custodian, x.specificity)

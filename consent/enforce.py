@@ -52,20 +52,20 @@ class ConsentEnforcement:
             )
         subject = subject_of(p, reason)
         ctx.facts["consent-subject"] = subject
+        if i.writes:
+            ctx.repo.holder = author_of(subject)  # on the rows this interaction writes (a bundle's too)
         if i.kind in (BATCH, TRANSACTION):
             return  # every entry passes this step on its own
         self._check_privacy_consent_write(ctx, subject)
         if subject.local or subject.patient_id is not None:
             return  # the operator; a patient's own token (hub/auth confines it to its compartment)
         lookups = Lookups(ctx.conn, subject)
-        indexer = ctx.services.indexer
         seen: dict[tuple[str, str], int] = ctx.facts.setdefault("consent-decisions", {})
 
         def visible(c: Context, stored: Stored) -> bool:
             if stored.content is None:  # a deletion marker: only for those who held patient data
                 return not hides(stored.res_type) or subject.org in lookups.authors(stored.res_type, stored.res_id)
-            res = stored.resource()
-            decision = lookups.decide(res, indexer.patient_id(res))
+            decision = lookups.decide(stored.resource(), stored.patient_id)
             key = (decision.rule, decision.consent or "")
             seen[key] = seen.get(key, 0) + 1
             _record(c, decision)
@@ -98,11 +98,7 @@ class ConsentEnforcement:
         stored = result.stored
         subject: Subject | None = ctx.facts.get("consent-subject")
         if stored is not None and not stored.deleted and not (i.kind == CREATE and result.status != 201):
-            author = None
-            if subject is not None and subject.patient_id is not None:
-                author = f"patient:{subject.patient_id}"  # no retention duty (hub/rights)
-            elif subject is not None:
-                author = subject.org
+            author = author_of(subject) if subject is not None else None
             if author:
                 ctx.root.facts.setdefault(AUTHORS, set()).add((stored.res_type, stored.res_id, author))
                 if ctx.parent is None:
@@ -131,6 +127,14 @@ class ConsentEnforcement:
             raise FhirError(
                 403, "forbidden", "patient-privacy Consents are written by the patient or the consent registry"
             )
+
+
+def author_of(subject: Subject) -> str | None:
+    """Who is recorded as the writer: the organisation, or the patient writing through a PGO app
+    (`patient:<id>`: no retention duty, hub/rights)."""
+    if subject.patient_id is not None:
+        return f"patient:{subject.patient_id}"
+    return subject.org
 
 
 def _record(ctx: Context, decision: Decision) -> None:

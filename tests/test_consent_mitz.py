@@ -94,3 +94,13 @@ def test_a_malformed_notification_is_refused_and_stores_nothing(services: Servic
         assert r.status_code == 400
         assert r.json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.id"]
         assert registry.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 0
+
+
+def test_state_changing_operations_run_in_write_transactions() -> None:
+    """$mitz-notify and $avg-erase write: on SQLite their transaction must begin IMMEDIATE, or a
+    concurrent writer (e.g. the audit journal's drainer) makes the lock upgrade fail at once."""
+    from hub.pipeline import OPERATION, Interaction
+
+    assert Interaction(OPERATION, res_type="Consent", operation="$mitz-notify").writes
+    assert Interaction(OPERATION, res_type="Patient", res_id="p", operation="$avg-erase").writes
+    assert not Interaction(OPERATION, res_type="Patient", res_id="p", operation="$everything").writes
