@@ -63,7 +63,11 @@ def build(services: Any) -> dict[str, Any]:
     ]
     rest: dict[str, Any] = {
         "mode": "server",
-        "documentation": "Regional FHIR exchange hub for Zoetermeer / Haaglanden",
+        "documentation": (
+            "Regional FHIR exchange hub for Zoetermeer / Haaglanden. Searches give Bundle.total when"
+            " asked (_total=accurate or estimate, _summary=count, _count=0) or when the first page"
+            " holds every match; otherwise follow the next links."
+        ),
         "resource": resources,
         "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
         "searchParam": [

@@ -72,6 +72,11 @@ def test_everything_filters_and_pages(client: TestClient) -> None:
         nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
         url = nxt[0].replace("http://hub.test", "") if nxt else ""
     assert len(seen) == 6 and len(set(seen)) == 6
+    # a total only when asked (or when one page holds everything)
+    assert "total" not in client.get("/fhir/Patient/a/$everything", params={"_count": "2"}).json()
+    counted = client.get("/fhir/Patient/a/$everything", params={"_count": "2", "_total": "accurate"}).json()
+    assert counted["total"] == 6
+    assert client.get("/fhir/Patient/a/$everything").json()["total"] == 6
     future = client.get("/fhir/Patient/a/$everything", params={"_since": "2999-01-01"}).json()
     assert keys(future) == set()
 
@@ -85,6 +90,9 @@ def test_everything_by_bsn_and_errors(client: TestClient) -> None:
     assert client.get("/fhir/Observation/o1/$everything").status_code == 400
     assert client.get("/fhir/Patient/a/$everything", params={"_count": "x"}).status_code == 400
     assert client.get("/fhir/Patient/a/$everything", params={"_since": "yesterday"}).status_code == 400
+    bad = client.get("/fhir/Patient/a/$everything", params={"_total": "veel"})
+    assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+    assert bad.json()["issue"][0]["expression"] == ["_total"] and "veel" in bad.json()["issue"][0]["diagnostics"]
     cs = client.get("/fhir/metadata").json()
     pat = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
     assert any(op["name"] == "everything" for op in pat["operation"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import not_, or_, select, tuple_, union
+from sqlalchemy import and_, not_, select, tuple_, union
 
 from hub.api.operations import Operation, register
 from hub.fhirmodel.structure import structure
@@ -22,7 +22,7 @@ from hub.search.planner import ReferenceValues
 from hub.search.query import SearchQuery
 from hub.store.tables import idx_reference, resource
 
-_OWN = {"_since", "_type", "_count", "_page", "_format", "_pretty", "_summary", "_elements", "start", "end"}
+_OWN = {"_since", "_type", "_count", "_page", "_total", "_format", "_pretty", "_summary", "_elements", "start", "end"}
 DEFAULT_COUNT = 200
 
 
@@ -60,13 +60,20 @@ def everything_select(registry: Any, patient_ids: list[str], base_url: str) -> A
         )
         .distinct()
     )
+    target = resource.alias("target")
+    wanted = referenced.subquery()
+    referenced_pks = (
+        select(target.c.pk)
+        .join(wanted, and_(target.c.res_type == wanted.c.target_type, target.c.res_id == wanted.c.target_id))
+        .where(target.c.is_current)
+    )
+    # One set of pks (not `pk IN inside OR (type, id) IN referenced`): with the OR, PostgreSQL could
+    # not join on the set and walked the whole (type, id) index in sort order filtering each row
+    # (0.9 s a page at 1,200 patients).
     return select(resource.c.pk).where(
         resource.c.is_current,
         not_(resource.c.deleted),
-        or_(
-            resource.c.pk.in_(select(inside.c[0])),
-            tuple_(resource.c.res_type, resource.c.res_id).in_(referenced),
-        ),
+        resource.c.pk.in_(union(select(inside.c[0]), referenced_pks)),
     )
 
 
@@ -105,7 +112,11 @@ def everything(ctx: Context) -> Result:
         raise invalid(f"_count must be a non-negative integer, not {count_raw!r}", "_count")
     count = min(int(count_raw), settings.max_page_size) if count_raw else DEFAULT_COUNT
     page = i.param("_page")
-    matches, total, next_cursor, prev_cursor = engine.paged(ctx, stmt, [], page, count, True)
+    total_raw = i.param("_total")
+    if total_raw not in (None, "none", "estimate", "accurate"):
+        raise invalid(f"_total must be none, estimate or accurate, not {total_raw!r}", "_total")
+    want_total = None if total_raw is None else total_raw != "none"
+    matches, total, next_cursor, prev_cursor = engine.paged(ctx, stmt, [], page, count, want_total)
     query = SearchQuery(types=["Patient"], count=count, page=page)
     query.echo = [(k, v) for k, v in i.params if k != "_page"]
     return Result(200, resource=engine.bundle(ctx, Page(matches, [], total, next_cursor, prev_cursor, query)))

@@ -155,7 +155,7 @@ class SearchEngine:
         planner = self.planner(ctx)
         filtered = self._filtered(types, query.clauses, ctx, extra)
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
-        want_total = query.total != "none" or query.summary == "count"
+        want_total = total_wanted(query)
         estimate = query.total == "estimate" and query.summary != "count"
         unconstrained = self._filtered(types, query.clauses, ctx, extra, constrained=False) if estimate else None
         matches, total, next_cursor, prev_cursor = self.paged(
@@ -171,11 +171,12 @@ class SearchEngine:
         sort: list[tuple[Any, bool]],
         page: str | None,
         count: int,
-        want_total: bool,
+        want_total: bool | None,
         estimate_from: Any = None,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
         """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
-        with keyset cursors for the next and previous pages, and the total if wanted."""
+        with keyset cursors for the next and previous pages, and the total if wanted (None: only
+        when the first page holds every match, so it costs no second query)."""
         keys = [*sort, (resource.c.res_type, False), (resource.c.res_id, False)]
         stmt = filtered.add_columns(*(k.label(f"k{n}") for n, (k, _) in enumerate(keys)))
         backwards = False
@@ -201,7 +202,9 @@ class SearchEngine:
         # `filtered` carries the search constraints (scopes, compartment, consent): no second check per row.
         matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s, constrained=True)]
         total = None
-        if want_total:
+        if want_total is None:
+            total = len(matches) if not page and not more else None
+        elif want_total:
             if estimate_from is not None:
                 total = estimate_total(ctx.conn, filtered, estimate_from)
             else:
@@ -309,6 +312,19 @@ class SearchEngine:
         if i.operation:
             return "/".join(p for p in (i.res_type, i.res_id, i.operation) if p)
         return i.res_type or ""
+
+
+def total_wanted(query: SearchQuery) -> bool | None:
+    """Whether a search counts its matches: always for _summary=count, _total=accurate and
+    _total=estimate, never for _total=none; by default for _count=0 and otherwise (None) only when
+    the first page holds every match. A second count over all matches costs more than the page
+    itself on a common code; like Blaze and Medplum, the default leaves a large total out and
+    `_total=accurate` asks for it."""
+    if query.summary == "count":
+        return True
+    if query.total is None:
+        return True if query.count == 0 else None  # _count=0 is the usual way to ask "how many?"
+    return query.total != "none"
 
 
 def count_total(conn: Connection, filtered: Any) -> int:
