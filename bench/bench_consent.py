@@ -16,27 +16,40 @@ Arms: off (scopes only: the ConsentEnforcement and Audit steps taken out of the 
 consent (consent step in), consent+audit (both). Every patient consented, so all arms return
 the same resources. Figures: p50 and mean in ms; "added" is (consent+audit - off) / off at p50,
 the issue's target being <= 25 %.
+
+Measured twice: (a) in this process (`pipeline.run`, the hub's own work only), and (b) over HTTP:
+the same app served by uvicorn in a thread of this process (so the arms can be switched between
+requests), the GP's bearer token checked on every request, one keep-alive `http.client`
+connection sending the requests one at a time: the latency a client sees, framework included.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import random
 import statistics
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from bench_audit import timed  # noqa: E402
 from bench_ingest import chosen_files, describe, fresh_database, make_services  # noqa: E402
+from bench_read import free_port  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from consent.enforce import ConsentEnforcement  # noqa: E402
+from hub.app import create_app  # noqa: E402
 from hub.audit.interceptor import Audit  # noqa: E402
+from hub.auth.clients import Client  # noqa: E402
 from hub.load import load_paths  # noqa: E402
 from hub.pipeline import READ, SEARCH_TYPE, TRANSACTION, Interaction, Principal  # noqa: E402
 from hub.store.tables import idx_token, resource  # noqa: E402
@@ -148,29 +161,117 @@ def main(argv: list[str] | None = None) -> int:
             assert r.resource is not None and r.resource["total"] == codes[common], r.resource and r.resource["total"]
             return r
 
-        results: dict[str, dict[str, list[float]]] = {}
-        for kind, fn, samples in (("read", read, args.samples), ("search patient", by_patient, args.samples),
-                                  ("search code", by_code, max(args.samples // 8, 30))):  # fmt: skip
-            times: dict[str, list[float]] = {a: [] for a in arms}
-            for n in range(samples + 20):
-                order = list(arms)
-                rng.shuffle(order)
-                for arm in order:
-                    pipeline.interceptors = arms[arm]
-                    t = timed(fn)
-                    if n >= 20:
-                        times[arm].append(t)
-            pipeline.interceptors = full
-            results[kind] = times
+        kinds = (("read", read, args.samples), ("search patient", by_patient, args.samples),
+                 ("search code", by_code, max(args.samples // 8, 30)))  # fmt: skip
+        in_process = run_arms(pipeline, arms, kinds, rng)
 
-    print(f"\n{'request':15} {'arm':14} {'p50 ms':>8} {'mean ms':>8} {'vs off':>7}")
+        # (b) the same requests over HTTP, from a real server in a thread of this process
+        port = free_port()
+        server = _Server(create_app(services=services), port)
+        token = services.tokens.issue(
+            GP_CLIENT, issuer=f"http://127.0.0.1:{port}", audience=f"http://127.0.0.1:{port}/fhir", scope="system/*.rs"
+        ).token
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+        def get(path: str) -> Callable[[], object]:
+            def request() -> object:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                assert response.status == 200, (response.status, body[:300])
+                return body
+
+            return request
+
+        def http_read() -> object:
+            return get(f"/fhir/Observation/{rng.choice(observations)}")()
+
+        def http_by_patient() -> object:
+            return get(f"/fhir/Observation?patient={rng.choice(patients)}&_count=50")()
+
+        def http_by_code() -> object:
+            return get(f"/fhir/Observation?code={common}&_count=50&_total=accurate")()
+
+        http_kinds = (("read", http_read, args.samples), ("search patient", http_by_patient, args.samples),
+                      ("search code", http_by_code, max(args.samples // 8, 30)))  # fmt: skip
+        over_http = run_arms(pipeline, arms, http_kinds, rng)
+        conn.close()
+        server.stop()
+
+    report("(a) in the process (pipeline.run)", in_process)
+    report("(b) over HTTP (uvicorn, bearer token, keep-alive connection, one request at a time)", over_http)
+    return 0
+
+
+GP_CLIENT = Client(
+    client_id="bench-his",
+    organisation_type="gp",
+    ura="99900002",
+    agb=None,
+    scopes="system/*.rs",
+    jwks=None,
+    jwks_url=None,
+    secret_hash=None,
+    redirect_uris=(),
+    status="active",
+)
+
+
+def run_arms(
+    pipeline: Any,
+    arms: dict[str, list[Any]],
+    kinds: tuple[tuple[str, Callable[[], object], int], ...],
+    rng: random.Random,
+) -> dict[str, dict[str, list[float]]]:
+    """Each request kind `samples` times per arm, the arms in a new random order each round."""
+    full = pipeline.interceptors
+    results: dict[str, dict[str, list[float]]] = {}
+    for kind, fn, samples in kinds:
+        times: dict[str, list[float]] = {a: [] for a in arms}
+        for n in range(samples + 20):
+            order = list(arms)
+            rng.shuffle(order)
+            for arm in order:
+                pipeline.interceptors = arms[arm]
+                t = timed(fn)
+                if n >= 20:
+                    times[arm].append(t)
+        pipeline.interceptors = full
+        results[kind] = times
+    return results
+
+
+def report(title: str, results: dict[str, dict[str, list[float]]]) -> None:
+    print(f"\n{title}")
+    print(f"{'request':15} {'arm':14} {'p50 ms':>8} {'mean ms':>8} {'vs off':>7}")
     for kind, times in results.items():
         base = statistics.median(times["off"])
         for arm, values in times.items():
             p50 = statistics.median(values)
             added = "" if arm == "off" else f"{(p50 - base) / base * 100:+.0f}%"
             print(f"{kind:15} {arm:14} {p50:8.2f} {statistics.mean(values):8.2f} {added:>7}")
-    return 0
+
+
+class _Server:
+    """uvicorn serving `app` in a daemon thread until stop()."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise SystemExit("the benchmark's server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 
 if __name__ == "__main__":

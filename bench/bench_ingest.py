@@ -9,9 +9,14 @@ Three figures, each on a fresh database (SQLite files in a temporary directory b
       resolve references, index, write), in resources/s;
   (b) the hub's server side alone: the same bundles, read and parsed beforehand, run through
       `services.pipeline.run(Interaction(TRANSACTION/BATCH, ...))` exactly as load_paths does;
+      then the same twice more, each on a database of its own, with search indexing switched off
+      for the patient data (a SearchIndexer substituted here, not in hub/): once with the index rows
+      extracted but not written, once not even extracted. The three times give "index writes add
+      X % to ingest time" and how much of it is extraction;
   (c) the storage limit: the rows (b) wrote (resources and index rows, read back with SQLAlchemy Core)
       written again into an empty database by a bare loop, one transaction per original bundle, the
-      way hub/store/bulk.py writes: executemany of tuples on SQLite, COPY on PostgreSQL.
+      way hub/store/bulk.py writes: executemany of tuples on SQLite, COPY on PostgreSQL; and the
+      resource rows alone, the same way.
 
 (b)/(c) and (a)/(c) are "how close the hub gets to what the database can take". `--files N` loads
 the two `0-*` files and the first N patient files (default: all 120). `--profile` runs (b) once more
@@ -48,12 +53,14 @@ from hub.app import Services  # noqa: E402
 from hub.config import Settings  # noqa: E402
 from hub.load import LoadSummary, _bundles, _tally, discover, load_paths  # noqa: E402
 from hub.pipeline import BATCH, TRANSACTION, Interaction, Principal  # noqa: E402
+from hub.search.indexer import SearchIndexer  # noqa: E402
 from hub.store import bulk  # noqa: E402
 from hub.store.database import Database  # noqa: E402
 from hub.store.engine import make_engine, normalise_url  # noqa: E402
 from hub.store.tables import INDEX_TABLES, resource  # noqa: E402
 
 TARGET = 1500  # resources/s with validation and indexing, on the 2-core development machine
+INDEX_SHARE_TARGET = 0.40  # index writes add at most this much to ingest time
 BASE_URL = "http://localhost:8080/fhir"  # load_paths' default
 PUBLISHED = (
     "Blaze (Clojure/JVM): ~630 resources/s per core; Smile CDR (HAPI FHIR): ~700 resources/s per vCPU "
@@ -133,8 +140,8 @@ def db_kind(url: str | None) -> str:
 
 
 @contextmanager
-def fresh_database(url: str | None, label: str, tmp: Path) -> Iterator[tuple[Database, str]]:
-    """A new, migrated, empty hub database and its URL; removed afterwards.
+def fresh_database(url: str | None, label: str, tmp: Path, keep: bool = False) -> Iterator[tuple[Database, str]]:
+    """A new, migrated, empty hub database and its URL; removed afterwards (on PostgreSQL, unless `keep`).
 
     SQLite: a file in `tmp` (any sqlite URL given only selects SQLite). PostgreSQL: a private schema
     in the given database, reached through `options=-csearch_path%3D<schema>` as the tests do."""
@@ -144,6 +151,7 @@ def fresh_database(url: str | None, label: str, tmp: Path) -> Iterator[tuple[Dat
         try:
             yield db, full
         finally:
+            _settle(db)
             db.dispose()
         return
     assert url is not None
@@ -159,15 +167,32 @@ def fresh_database(url: str | None, label: str, tmp: Path) -> Iterator[tuple[Dat
         try:
             yield db, full
         finally:
+            _settle(db)
             db.dispose()
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema_name} CASCADE"))
+        if keep:
+            print(f"kept schema {schema_name} (drop it with: DROP SCHEMA {schema_name} CASCADE)")
+        else:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema_name} CASCADE"))
         admin.dispose()
 
 
+_MADE: list[Services] = []
+
+
 def make_services(db: Database, url: str, tmp: Path) -> Services:
-    return Services(Settings(data_dir=tmp, database_url=url), db)
+    services = Services(Settings(data_dir=tmp, database_url=url), db)
+    _MADE.append(services)
+    return services
+
+
+def _settle(db: Database) -> None:
+    """Chain the read records the services on `db` journalled, while its schema still exists (their
+    drainer threads would otherwise write into a dropped schema)."""
+    for services in [s for s in _MADE if s.db is db]:
+        services.audit.journal.settle()
+        _MADE.remove(services)
 
 
 def describe(url: str | None) -> str:
@@ -240,23 +265,48 @@ def run_end_to_end(services: Services, files: list[Path]) -> tuple[float, LoadSu
     return time.perf_counter() - start, summary
 
 
-def run_server_side(services: Services, bundles: list[Bundle]) -> tuple[float, LoadSummary, list[int]]:
-    """Seconds spent in pipeline.run (and load_paths' tally), the summary, and the last resource pk
-    after each bundle (read outside the timed part) so (c) can replay the same transactions."""
+class PatientDataUnindexed(SearchIndexer):
+    """Search indexing switched off for this benchmark's comparison (hub/ is unchanged): no index rows
+    for patient data. The shared reference data keep theirs, since the patient bundles' conditional
+    references (`Practitioner?identifier=...`) are resolved by searching them. With `extract` the
+    rows are still extracted and then dropped, which separates extraction from writing."""
+
+    REFERENCE_DATA = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole"})
+
+    def __init__(self, base: SearchIndexer, extract: bool) -> None:
+        super().__init__(base.registry, base.local_bases)
+        self.extract = extract
+
+    def rows(self, resource: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
+        if resource.get("resourceType") in self.REFERENCE_DATA:
+            return super().rows(resource)
+        if self.extract:
+            super().rows(resource)
+        return {}
+
+
+def run_server_side(arms: list[Services], bundles: list[Bundle]) -> tuple[list[float], list[LoadSummary], list[int]]:
+    """All bundles through each arm's pipeline, one arm after the other (not interleaved bundle by
+    bundle: that was tried, and moved the arms' times towards each other by ~10 % each way on SQLite).
+    Per arm the seconds spent in pipeline.run (and load_paths' tally) and the summary; and the last
+    resource pk of the first arm after each bundle (read outside the timed part) so (c) can replay the
+    same transactions."""
     principal = Principal(kind="local", client_id="hub load")
-    summary = LoadSummary(files=len(bundles))
+    summaries = [LoadSummary(files=len(bundles)) for _ in arms]
+    spent = [0.0 for _ in arms]
     boundaries: list[int] = []
-    spent = 0.0
-    for where, bundle in bundles:
-        kind = TRANSACTION if bundle.get("type") == "transaction" else BATCH
-        start = time.perf_counter()
-        result = services.pipeline.run(
-            Interaction(kind, body=bundle, principal=principal, base_url=BASE_URL, prefer_return="minimal")
-        )
-        _tally(summary, where, result.resource or {})
-        spent += time.perf_counter() - start
-        boundaries.append(max_pk(services.db))
-    return spent, summary, boundaries
+    for k, services in enumerate(arms):
+        for where, bundle in bundles:
+            kind = TRANSACTION if bundle.get("type") == "transaction" else BATCH
+            start = time.perf_counter()
+            result = services.pipeline.run(
+                Interaction(kind, body=bundle, principal=principal, base_url=BASE_URL, prefer_return="minimal")
+            )
+            _tally(summaries[k], where, result.resource or {})
+            spent[k] += time.perf_counter() - start
+            if k == 0:
+                boundaries.append(max_pk(services.db))
+    return spent, summaries, boundaries
 
 
 Rows = list[tuple[Any, ...]]
@@ -378,18 +428,25 @@ def main(argv: list[str] | None = None) -> int:
         rows_a, idx_a = count_rows(db_a)
         db_a.dispose()
 
-        # (b) server side
-        db_b, url_b = stack.enter_context(fresh_database(args.database, "b", tmp))
-        services_b = make_services(db_b, url_b, tmp)
-        warm_up(services_b, bundles)
+        # (b) server side, then the same without index rows (extracted and dropped; none)
+        arms = []
+        for label, extract in (("b", None), ("bx", True), ("bn", False)):
+            db_arm, url_arm = stack.enter_context(fresh_database(args.database, label, tmp))
+            arm = make_services(db_arm, url_arm, tmp)
+            warm_up(arm, bundles)
+            if extract is not None:
+                arm.indexer = PatientDataUnindexed(arm.indexer, extract)
+            arms.append(arm)
         gc.collect()
         gc.freeze()  # the parsed bundles stay alive throughout: keep them out of the collector's scans
-        print("(b) pipeline.run on pre-parsed bundles ...", flush=True)
-        t_b, sum_b, boundaries = run_server_side(services_b, bundles)
+        print("(b) pipeline.run on pre-parsed bundles, with index rows, then without ...", flush=True)
+        (t_b, t_bx, t_bn), (sum_b, sum_bx, sum_bn), boundaries = run_server_side(arms, bundles)
         gc.unfreeze()
         del bundles
-        res_rows, idx_rows = read_back(db_b)
-        db_b.dispose()
+        res_rows, idx_rows = read_back(arms[0].db)
+        _, idx_bn = count_rows(arms[2].db)
+        for arm in arms:
+            arm.db.dispose()
         n_idx = sum(len(v) for v in idx_rows.values())
         n_rows = len(res_rows) + n_idx
 
@@ -402,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         t_c = run_storage_limit(db_c, res_rows, idx_rows, boundaries)
         check_c, _ = count_rows(db_c)
         db_c.dispose()
+        db_c0, _ = stack.enter_context(fresh_database(args.database, "c0", tmp))
+        print("(c) the resource rows alone ...", flush=True)
+        t_c0 = run_storage_limit(db_c0, res_rows, {}, boundaries)
+        db_c0.dispose()
         t_core = None
         if db_c.dialect == "sqlite":
             db_d, _ = stack.enter_context(fresh_database(args.database, "d", tmp))
@@ -425,7 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         ("(a) end to end: hub.load.load_paths", n_a, t_a, rate_a, (rows_a + sum(idx_a.values())) / t_a),
         ("(b) server side: pipeline.run, pre-parsed", n_b, t_b, rate_b, n_rows / t_b),
+        ("    same, index rows extracted, not written", sum_bx.resources, t_bx, sum_bx.resources / t_bx, None),
+        ("    same, no index rows for patient data", sum_bn.resources, t_bn, sum_bn.resources / t_bn, None),
         (f"(c) storage limit: bare {method}", len(res_rows), t_c, rate_c, n_rows / t_c),
+        ("    same, resource rows only", len(res_rows), t_c0, len(res_rows) / t_c0, len(res_rows) / t_c0),
     ]
     if t_core is not None:
         lines.append(
@@ -438,13 +502,23 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     for label, n, t, rate, rows_s in lines:
-        print(f"{label:48} {n:10,d} {t:8.1f} {rate:12,.0f} {rows_s:10,.0f} {rate / rate_c:9.1%}")
+        shown = "" if rows_s is None else f"{rows_s:,.0f}"
+        print(f"{label:48} {n:10,d} {t:8.1f} {rate:12,.0f} {shown:>10} {rate / rate_c:9.1%}")
     print()
     print(
         f"rows written: {len(res_rows):,} resource rows + {n_idx:,} index rows = {idx_per:.1f} index rows per resource"
     )
     print("  " + ", ".join(f"{name} {len(rows):,}" for name, rows in idx_rows.items()))
     print(f"the hub reaches {rate_b / rate_c:.1%} of the storage limit server side, {rate_a / rate_c:.1%} end to end")
+    share = t_b / t_bn - 1
+    print(
+        f"index writes add {share:.1%} to ingest time server side ({rate_b:,.0f} resources/s with them, "
+        f"{sum_bn.resources / t_bn:,.0f}/s without; target <= {INDEX_SHARE_TARGET:.0%}: "
+        f"{'met' if share <= INDEX_SHARE_TARGET else 'NOT met'}): extraction {t_bx / t_bn - 1:.1%} "
+        f"+ writing the rows {(t_b - t_bx) / t_bn:.1%}"
+    )
+    print(f"  without index rows the patient data got none: {sum(idx_bn.values()):,} index rows (reference data)")
+    print(f"bare storage: the index rows add {t_c / t_c0 - 1:.1%} to the time of writing the resource rows")
     print(f"read + decompress + parse alone: {n_entries / t_read:,.0f} entries/s (part of (a), not of (b))")
     verdict = "met" if rate_b >= TARGET else "NOT met"
     print(
@@ -453,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"for comparison: {PUBLISHED}")
     print(machine_note(watch, db_kind(args.database) == "postgresql"))
-    for name, s in (("(a)", sum_a), ("(b)", sum_b)):
+    for name, s in (("(a)", sum_a), ("(b)", sum_b), ("(b) extracted", sum_bx), ("(b) no index", sum_bn)):
         if s.failures:
             print(f"WARNING {name}: {len(s.failures)} entries failed, first: {s.failures[0]}")
     return 0
