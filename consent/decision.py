@@ -238,10 +238,12 @@ def implied_patients(key: str) -> Any:
 
 def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]) -> Any:
     """A search constraint (types, row) -> SQL condition equal to `decide` for every row.
-    `implied()`: the patients whose care process names the subject's organisation (computed once per
-    request rather than nested here: chains and _has nest this, and SQLite's parser depth is limited)."""
+    `implied()`: the patients whose care process names the subject's organisation, as a list for the
+    aliases of chains and _has (computed once per request rather than nested there: they nest this,
+    and SQLite's parser depth is limited). The statement's own rows test it as a subquery, which the
+    database runs once and only when a row gets that far: mostly never, so most searches skip it."""
 
-    scope: _Scope | None = None  # taken at the first constraint: one CTE for the whole request
+    scope: _Scope | None = None  # taken at the first constraint: one `now` for the whole request
 
     def constraint(types: list[str], r: Any = resource) -> Any:
         nonlocal scope
@@ -249,10 +251,11 @@ def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]
             return true()  # the operator; a patient (hub/auth confines the token); break-the-glass
         if all(t == "Patient" or not registry.compartment_params("Patient", t) for t in types):
             return true()  # identification or no patient data (e.g. the Practitioner of a chain)
-        patients = tuple(implied()) if subject.org_category else ()
         if scope is None:
             scope = _scope(subject, _minute())
-        return scope.constraint(tuple(types), r, patients)
+        if r is resource:
+            return scope.constraint(tuple(types), r, None)
+        return scope.constraint(tuple(types), r, tuple(implied()) if subject.org_category else ())
 
     return constraint
 
@@ -263,27 +266,22 @@ def _minute() -> datetime:
 
 
 class _Scope:
-    """What the constraints of one subject at one minute share: the applicable-rules CTE and the
-    row constraints built on it. Every constraint in a statement must name the same CTE object
-    (SQLAlchemy refuses two CTEs of one name), so the row constraints are cached here beside it,
-    never in a cache of their own that could outlive it, and a request keeps its scope even when
-    the minute turns while it builds its statement."""
+    """The row constraints of one subject at one minute, built once and reused; a request keeps its
+    scope (one `now`) even when the minute turns while it builds its statement."""
 
     def __init__(self, subject: Subject, now: datetime) -> None:
-        self.subject = subject
-        self.applicable = _applicable(subject, now) if subject.org_category is not None else None
-        self._rows: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+        self.subject, self.now = subject, now
+        self._rows: dict[tuple[str, ...], Any] = {}
 
-    def constraint(self, types: tuple[str, ...], r: Any, implied: tuple[str, ...]) -> Any:
+    def constraint(self, types: tuple[str, ...], r: Any, implied: tuple[str, ...] | None) -> Any:
         if r is not resource:  # a chain's or _has's alias: built for this statement
-            return _build(self.subject, list(types), r, implied, self.applicable)
-        key = (types, implied)
-        built = self._rows.get(key)
+            return _build(self.subject, list(types), r, implied, self.now)
+        built = self._rows.get(types)
         if built is None:  # the usual case: built once per subject, types and minute, then reused
             if len(self._rows) >= 256:
                 self._rows.clear()
-            built = Prekeyed(_build(self.subject, list(types), resource, implied, self.applicable))
-            self._rows[key] = built
+            built = Prekeyed(_build(self.subject, list(types), resource, implied, self.now))
+            self._rows[types] = built
         return built
 
 
@@ -325,7 +323,8 @@ def _compile_prekeyed(element: Prekeyed, compiler: Any, **kw: Any) -> str:
     return f"({compiler.process(element.inner, **kw)})"  # one term, whatever surrounds it
 
 
-def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...], applicable: Any) -> Any:
+def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...] | None, now: datetime) -> Any:
+    """`implied`: the care-process patients as a list, or None to test them with a subquery."""
     free = (
         r.c.patient_id.is_(None) if "Patient" not in types else or_(r.c.patient_id.is_(None), r.c.res_type == "Patient")
     )
@@ -341,47 +340,45 @@ def _build(subject: Subject, types: list[str], r: Any, implied: tuple[str, ...],
     if subject.org_category is None:
         return or_(free, held, author)
     guard, _ = _category_test(r, types)
-    # Cheap tests first (OR short-circuits per row): the patients who permit this subject all their
-    # data, a set computed once per statement, before the per-row scoring subquery.
-    blanket = and_(r.c.patient_id.in_(_blanket_permits(applicable)), guard)  # the set first: guard may be a CASE
-    return or_(free, held, blanket, author, _consented(r, types, list(implied), applicable))
+    # Cheap tests first (OR short-circuits per row): a patient who permits this subject all their
+    # data (two probes of the patient's rules), before the per-row scoring subquery.
+    blanket = and_(_blanket_permit(r, subject, now), guard)  # the probes first: guard may be a CASE
+    if implied is None:
+        implied_test = implied_patients(subject.org)  # None: the organisation has no URA/AGB key
+        implied_in = None if implied_test is None else r.c.patient_id.in_(implied_test)
+    else:
+        implied_in = r.c.patient_id.in_(implied) if implied else None
+    return or_(free, held, blanket, author, _consented(r, subject, now, types, implied_in))
 
 
-def _blanket_permits(applicable: Any) -> Any:
-    """Patients with no applicable deny and a permit covering every category from every custodian:
-    `decide` permits each of their rows that is not a privacy choice, whatever its category and
-    author. The common case of a Mitz 'yes' (GGC002 for a kind of provider)."""
-    a = applicable.alias()
+def _rules_for(r: Any, subject: Subject, now: datetime) -> tuple[Any, list[Any]]:
+    """A fresh alias of consent_rule and the conditions for the row's patient's rules that can apply
+    to this subject at all. Looked up per row through the patient index: the work grows with the
+    rows a search tests, not with the region's consents (a set of every applicable rule, built per
+    statement, would scan all of them at ~1M patients)."""
+    x = consent_rule.alias()
+    return x, [
+        x.c.patient_id == r.c.patient_id,
+        or_(x.c.actor_org.is_(None), x.c.actor_org == subject.org),
+        or_(x.c.actor_category.is_(None), x.c.actor_category == subject.org_category),
+        or_(x.c.purpose.is_(None), x.c.purpose == subject.purpose),
+        or_(x.c.period_start.is_(None), x.c.period_start <= now),
+        or_(x.c.period_end.is_(None), x.c.period_end >= now),
+    ]
+
+
+def _blanket_permit(r: Any, subject: Subject, now: datetime) -> Any:
+    """The row's patient has no applicable deny and a permit covering every category from every
+    custodian: `decide` permits each of their rows that is not a privacy choice, whatever its
+    category and author. The common case of a Mitz 'yes' (GGC002 for a kind of provider)."""
+    p, permit_applies = _rules_for(r, subject, now)
+    d, deny_applies = _rules_for(r, subject, now)
     covers_all = and_(
-        a.c.decision == "permit", or_(a.c.category.is_(None), a.c.category == BEHANDEL), a.c.custodian.is_(None)
+        p.c.decision == "permit", or_(p.c.category.is_(None), p.c.category == BEHANDEL), p.c.custodian.is_(None)
     )
-    return (
-        select(a.c.patient_id)
-        .group_by(a.c.patient_id)
-        .having(
-            and_(
-                func.sum(case((a.c.decision == "deny", 1), else_=0)) == 0,
-                func.sum(case((covers_all, 1), else_=0)) > 0,
-            )
-        )
-    )
-
-
-def _applicable(subject: Subject, now: datetime) -> Any:
-    """The rules that can apply to this subject at all, as a CTE: rendered once at the top of the
-    statement, so the per-row test stays shallow however deep chains and _has nest it. One object
-    per _Scope: every constraint in a statement must name the same CTE."""
-    x = consent_rule.c
-    return (
-        select(x.patient_id, x.decision, x.category, x.custodian, x.specificity)
-        .where(
-            or_(x.actor_org.is_(None), x.actor_org == subject.org),
-            or_(x.actor_category.is_(None), x.actor_category == subject.org_category),
-            or_(x.purpose.is_(None), x.purpose == subject.purpose),
-            or_(x.period_start.is_(None), x.period_start <= now),
-            or_(x.period_end.is_(None), x.period_end >= now),
-        )
-        .cte("consent_applicable")
+    return and_(
+        exists().where(*permit_applies, covers_all),
+        not_(exists().where(*deny_applies, d.c.decision == "deny")),
     )
 
 
@@ -433,11 +430,11 @@ def _category_test(r: Any, types: list[str]) -> tuple[Any, Callable[[Any], Any]]
     return guard, test
 
 
-def _consented(r: Any, types: list[str], implied: list[str], applicable: Any) -> Any:
+def _consented(r: Any, subject: Subject, now: datetime, types: list[str], implied: Any) -> Any:
     """One scalar subquery per row: the strongest matching rule, scored 2 x specificity + 1 for a
     deny, so deny wins a tie and an even top score is a permit (no rule: -1, odd: deny). A
     care-process relation is a permit of specificity 19 (score 38) for the implied patients."""
-    a = applicable.alias()
+    a, applies = _rules_for(r, subject, now)
     authors = (  # correlated two levels down: say so, or SQLAlchemy joins a fresh `resource`
         select(resource_author.c.org)
         .where(resource_author.c.res_type == r.c.res_type, resource_author.c.res_id == r.c.res_id)
@@ -448,14 +445,14 @@ def _consented(r: Any, types: list[str], implied: list[str], applicable: Any) ->
     top: Any = (
         select(func.coalesce(func.max(score), -1))
         .where(
-            a.c.patient_id == r.c.patient_id,
+            *applies,
             category_test(a),
             or_(a.c.custodian.is_(None), a.c.custodian.in_(authors)),
         )
         .scalar_subquery()
     )
-    if implied:
-        top = greatest(top, case((r.c.patient_id.in_(implied), 2 * IMPLIED_SPECIFICITY), else_=-1))
+    if implied is not None:  # the row's patient is in a care process with the organisation
+        top = greatest(top, case((implied, 2 * IMPLIED_SPECIFICITY), else_=-1))
     return and_(guard, top % 2 == 0)
 
 
