@@ -78,9 +78,9 @@ class ConsentEnforcement:
         visible.sql_twin = True  # type: ignore[attr-defined]  # == visibility(): searches need not recheck rows
         visible.hides = hides  # type: ignore[attr-defined]  # history gives totals only where nothing can hide
         ctx.visible.append(visible)
-        ctx.facts.setdefault("search-constraints", []).append(
-            visibility(subject, ctx.services.search_params, lookups.implied_patients)
-        )
+        constraint = visibility(subject, ctx.services.search_params, lookups.implied_patients)
+        constraint.late = True  # rarely selective: the search engine may test it on a page's candidates only
+        ctx.facts.setdefault("search-constraints", []).append(constraint)
         if subject.break_the_glass:
             _record(ctx, Decision(True, "break-the-glass", "break-the-glass", None, subject.break_the_glass))
         if i.kind in (UPDATE, PATCH, DELETE, HISTORY_INSTANCE) and i.res_type and i.res_id:

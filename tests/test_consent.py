@@ -448,3 +448,51 @@ def test_type_and_system_history_show_only_what_may_be_seen(hub: Services, regis
         methods = {(e["fullUrl"].split("/fhir/")[1].split("/_history")[0], e["request"]["method"]) for e in b["entry"]}
         # consented: both observations' versions, but the deletion only its holder sees
         assert methods == {("Observation/vital", "PUT"), ("Observation/lab", "PUT")}
+
+
+def test_pages_hold_only_visible_matches_forward_and_back(hub: Services, registry: TestClient) -> None:
+    """Searches test consent on a page's candidates first (hub/search/engine.py paged): where a
+    hidden match sits among them the page must still be the next visible ones, in order, with
+    cursors that neither skip nor repeat, both ways, and the same as the data holder's view
+    with the hidden ones taken out."""
+    ids_by_patient: dict[str, list[str]] = {"p1": [], "p2": []}
+    with as_org(hub, "hospital") as hospital:
+        r = hospital.put("/fhir/Patient/p2", json={"resourceType": "Patient", "id": "p2"}, headers=JSON)
+        assert r.status_code == 201, r.text
+        for n in range(13):  # ids interleave the two patients in the default (id) order
+            pid = "p1" if n % 3 else "p2"
+            oid = f"hr-{n:02d}"
+            body = {
+                "resourceType": "Observation",
+                "id": oid,
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": f"Patient/{pid}"},
+            }
+            assert hospital.put(f"/fhir/Observation/{oid}", json=body, headers=JSON).status_code == 201
+            ids_by_patient[pid].append(f"Observation/{oid}")
+    put_consents(registry, [privacy_consent("c1", "permit", consulting=("RPZAC001",))])  # p1 only
+    visible = sorted([*ids_by_patient["p1"], "Observation/vital"])
+
+    def walk(client: TestClient, url: str, relation: str) -> tuple[list[list[str]], str]:
+        """The pages following `relation` links from `url`, and the last page's own URL."""
+        pages = []
+        while True:
+            r = client.get(url)
+            assert r.status_code == 200, r.text
+            b = r.json()
+            pages.append([f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in b.get("entry", [])])
+            following = next((link["url"] for link in b["link"] if link["relation"] == relation), None)
+            if following is None:
+                return pages, url
+            url = following
+
+    search = "/fhir/Observation?code=http://loinc.org|8867-4&_count="
+    with as_org(hub, "gp") as gp:
+        for count in (1, 2, 3, 5):
+            pages, last = walk(gp, f"{search}{count}", "next")
+            assert [x for page in pages for x in page] == visible, (count, pages)
+            assert all(len(page) == count for page in pages[:-1]), pages
+            back, _ = walk(gp, last, "previous")
+            assert back == list(reversed(pages)), (count, back)
+        assert gp.get(f"{search}2&_total=accurate").json()["total"] == len(visible)

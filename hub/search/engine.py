@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, false, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, false, func, or_, select, tuple_
 
 from hub.api.paging import bundle, decode_cursor, encode_cursor, full_url
 from hub.fhirmodel.structure import structure
@@ -139,7 +139,10 @@ class SearchEngine:
         ctx: Context,
         extra: list[Any] | None = None,
         constrained: bool = True,
+        late: bool = True,
     ) -> Any:
+        """The search's SELECT resource.pk with its access constraints (`constrained`), or without
+        those marked `late` (`late=False`: see paged)."""
         planner = self.planner(ctx)
         stmt = base_select(types)
         for clause in clauses:
@@ -148,18 +151,26 @@ class SearchEngine:
             stmt = stmt.where(cond)
         if constrained:  # only estimate_total looks at the search without the access constraints
             for cond in ctx.facts.get("search-constraints", []):  # e.g. the patient compartment of a PGO token
-                stmt = stmt.where(cond(types, resource))
+                if late or not getattr(cond, "late", False):
+                    stmt = stmt.where(cond(types, resource))
         return stmt
+
+    @staticmethod
+    def _late(ctx: Context, types: list[str]) -> list[Any]:
+        """The constraints that may be tested on a page's candidates rather than on every match."""
+        return [c(types, resource) for c in ctx.facts.get("search-constraints", []) if getattr(c, "late", False)]
 
     def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
         planner = self.planner(ctx)
-        filtered = self._filtered(types, query.clauses, ctx, extra)
+        late = self._late(ctx, types)
+        early = self._filtered(types, query.clauses, ctx, extra, late=False)
+        filtered = early.where(*late) if late else early
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = total_wanted(query)
         estimate = query.total == "estimate" and query.summary != "count"
         unconstrained = self._filtered(types, query.clauses, ctx, extra, constrained=False) if estimate else None
         matches, total, next_cursor, prev_cursor = self.paged(
-            ctx, filtered, keys, query.page, query.count, want_total, unconstrained
+            ctx, filtered, keys, query.page, query.count, want_total, unconstrained, (early, late) if late else None
         )
         included = self._includes(ctx, query.includes, matches) if query.includes and query.summary != "count" else []
         return Page(matches, included, total, next_cursor, prev_cursor, query)
@@ -173,17 +184,24 @@ class SearchEngine:
         count: int,
         want_total: bool | None,
         estimate_from: Any = None,
+        early: tuple[Any, list[Any]] | None = None,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
         """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
         with keyset cursors for the next and previous pages, and the total if wanted (None: only
-        when the first page holds every match, so it costs no second query)."""
+        when the first page holds every match, so it costs no second query).
+
+        `early`: (the same statement without its late constraints, those constraints). The page is
+        first taken from the candidates and only those are tested (consent per row costs as much as
+        the search itself, and a patient's search sorts hundreds of candidates for a page of 50);
+        when a candidate is hidden and more exist, the page comes from `filtered` after all."""
         keys = [*sort, (resource.c.res_type, False), (resource.c.res_id, False)]
-        stmt = filtered.add_columns(*(k.label(f"k{n}") for n, (k, _) in enumerate(keys)))
+        labels = [k.label(f"k{n}") for n, (k, _) in enumerate(keys)]
+        cursor: Any = None
         backwards = False
         if page:
             direction, values = _decode_page(page, len(keys))
             backwards = direction == "prev"
-            stmt = stmt.where(_after([k for k, _ in keys], [d for _, d in keys], values, backwards))
+            cursor = _after([k for k, _ in keys], [d for _, d in keys], values, backwards)
         order = []
         for k, desc in keys:  # forward: NULLs last; backwards is the exact reverse
             ascending = desc == backwards
@@ -194,7 +212,26 @@ class SearchEngine:
                 order.append(column)
             else:
                 order.append(column.nulls_first() if backwards else column.nulls_last())
-        rows = list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1))) if count > 0 else []
+
+        def page_of(stmt: Any) -> list[Any]:
+            stmt = stmt.add_columns(*labels)
+            if cursor is not None:
+                stmt = stmt.where(cursor)
+            return list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1)))
+
+        rows: list[Any] | None = [] if count <= 0 else None
+        if rows is None and early is not None and not want_total:  # a count tests every match anyway
+            candidates = page_of(early[0])
+            if candidates:
+                pks = [row[0] for row in candidates]
+                test = select(resource.c.pk).where(resource.c.pk.in_(_PKS), *early[1])
+                shown = {pk for (pk,) in ctx.conn.execute(test, {"pks": pks})}
+                if len(shown) == len(candidates) or len(candidates) <= count:
+                    rows = [row for row in candidates if row[0] in shown]  # exactly the page
+            else:
+                rows = []
+        if rows is None:
+            rows = page_of(filtered)
         more = len(rows) > count
         rows = rows[:count]
         if backwards:
@@ -312,6 +349,9 @@ class SearchEngine:
         if i.operation:
             return "/".join(p for p in (i.res_type, i.res_id, i.operation) if p)
         return i.res_type or ""
+
+
+_PKS: Any = bindparam("pks", expanding=True)  # one statement for any number of candidates
 
 
 def total_wanted(query: SearchQuery) -> bool | None:
