@@ -199,6 +199,9 @@ def test_token_issuance_and_refusal_are_audited(services: Services) -> None:
     token_entity = next(e for e in got[0]["event"]["entity"] if e.get("role", {}).get("code") == "13")
     assert token_entity["what"]["identifier"]["value"] == jti
     assert "invalid_client" in got[1]["event"]["outcomeDesc"]
+    # NEN 7513: where each token request came from (the test client's address), issued or refused
+    networks = [[a["network"] for a in x["event"]["agent"] if "network" in a] for x in got]
+    assert networks == [[{"address": "testclient", "type": "2"}]] * 2, networks
 
 
 # -- tamper evidence ------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import pytest
 from conftest import ORIGIN, patient
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from hub.app import Services, create_app
+from hub.audit.tables import audit_record
 from hub.auth import clients, patient_sessions
 from hub.pipeline import Context, Result
 from hub.store.tables import auth_code, auth_refresh
@@ -475,3 +477,22 @@ def test_discovery_names_the_patient_endpoints(browser: TestClient) -> None:
         path = urlsplit(smart[key]).path
         r = browser.request("GET" if key == "authorization_endpoint" else "POST", path, follow_redirects=False)
         assert r.status_code not in (404, 405), key
+
+
+def test_patient_token_issuance_is_audited_with_patient_and_address(browser: TestClient, dev: Services) -> None:
+    """NEN 7513 for a PGO login: each issued token (code exchange and refresh) is a record naming
+    the patient, the app, the grant and where the request came from."""
+    first = tokens(browser)
+    assert refresh(browser, first["refresh_token"]).status_code == 200
+    dev.audit.flush()
+    with dev.db.transaction() as conn:
+        rows = conn.execute(
+            select(audit_record.c.content).where(audit_record.c.subtype == "110122").order_by(audit_record.c.seq)
+        ).all()
+    issued = [e for e in (orjson.loads(r[0]) for r in rows) if e["outcome"] == "0"]
+    assert len(issued) == 2, issued
+    for event, grant in zip(issued, ("authorization_code", "refresh_token"), strict=True):
+        details = {d["type"]: d.get("valueString") for e in event["entity"] for d in e.get("detail", [])}
+        assert details.get("grant-type") == grant, details
+        assert any(e.get("what", {}).get("reference") == "Patient/a" for e in event["entity"]), event["entity"]
+        assert [a["network"] for a in event["agent"] if "network" in a] == [{"address": "testclient", "type": "2"}]

@@ -46,7 +46,9 @@ def token_response(token: str, expires_in: int, scope: str, **extra: Any) -> JSO
     return JSONResponse(body, 200, NO_STORE)
 
 
-def client_credentials(services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str) -> Any:
+def client_credentials(
+    services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str, address: str | None = None
+) -> Any:
     """SMART Backend Services: a signed client assertion, or a secret in development set-ups."""
     with services.db.transaction(write=True) as conn:
         practitioner = purpose = None
@@ -69,7 +71,7 @@ def client_credentials(services: Any, form: dict[str, str], token_endpoint: str,
     issued = services.tokens.issue(
         client, issuer=issuer, audience=fhir_base, scope=scope, practitioner=practitioner, purpose_of_use=purpose
     )
-    services.auth_events.token_issued(client, issued, practitioner=practitioner)
+    services.auth_events.token_issued(client, issued, practitioner=practitioner, address=address)
     return issued
 
 
@@ -96,15 +98,18 @@ def auth_routes(services: Any) -> list[Route]:
                 OAuthError("invalid_request", "send the token request as a form (x-www-form-urlencoded)")
             )
         form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        address = request.client.host if request.client else None  # NEN 7513: where the request came from
         here = origin(request, settings.base_url)
         grant = form.get("grant_type")
         try:
             handler: Callable[..., Any] | None = GRANTS.get(grant or "")
             if handler is None:
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
-            issued = await run_in_threadpool(handler, services, form, f"{here}/auth/token", f"{here}/fhir", here)
+            issued = await run_in_threadpool(
+                handler, services, form, f"{here}/auth/token", f"{here}/fhir", here, address
+            )
         except OAuthError as err:
-            services.auth_events.token_refused(form, err, request.client.host if request.client else None)
+            services.auth_events.token_refused(form, err, address)
             return oauth_error(err)
         if isinstance(issued, Response):
             return issued

@@ -84,7 +84,9 @@ def _issue(
     return issued, extra
 
 
-def authorization_code(services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str) -> Any:
+def authorization_code(
+    services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str, address: str | None = None
+) -> Any:
     for name in ("code", "redirect_uri", "code_verifier"):
         if not form.get(name):
             raise OAuthError("invalid_request", f"{name} is required")
@@ -118,12 +120,14 @@ def authorization_code(services: Any, form: dict[str, str], token_endpoint: str,
     if error is not None:
         raise error
     services.auth_events.token_issued(
-        client, issued, grant_type="authorization_code", patient_id=extra["patient"], subject=subject
+        client, issued, grant_type="authorization_code", patient_id=extra["patient"], subject=subject, address=address
     )
     return token_response(issued.token, issued.expires_in, issued.scope, **extra)
 
 
-def refresh_token(services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str) -> Any:
+def refresh_token(
+    services: Any, form: dict[str, str], token_endpoint: str, fhir_base: str, issuer: str, address: str | None = None
+) -> Any:
     token = form.get("refresh_token")
     if not token:
         raise OAuthError("invalid_request", "refresh_token is required")
@@ -159,7 +163,7 @@ def refresh_token(services: Any, form: dict[str, str], token_endpoint: str, fhir
     if error is not None:
         raise error
     services.auth_events.token_issued(
-        client, issued, grant_type="refresh_token", patient_id=extra["patient"], subject=subject
+        client, issued, grant_type="refresh_token", patient_id=extra["patient"], subject=subject, address=address
     )
     return token_response(issued.token, issued.expires_in, issued.scope, **extra)
 
