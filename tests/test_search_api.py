@@ -1074,7 +1074,29 @@ COMPOSITE_CASES = [
     ("code-value-quantity:missing=true", {"bp-120-90", "bp-140-70"}),
     (f"component-code={LOINC}|8480-6", {"bp-120-90", "bp-140-70"}),
     ("component-value-quantity=gt130", {"bp-140-70"}),
+    # derived parameters (the unions above): rows of code and component-code, value and component value
+    (f"combo-code={LOINC}|8480-6", {"bp-120-90", "bp-140-70"}),
+    (f"combo-code={LOINC}|8867-4", {"hr-72", "hr-110"}),
+    (f"combo-code:not={LOINC}|8480-6", {"hr-72", "hr-110", "temp"}),
+    ("combo-value-quantity=gt130", {"bp-140-70"}),
+    ("combo-value-quantity=ge110", {"bp-140-70", "bp-120-90", "hr-110"}),
+    ("combo-value-quantity=lt39", {"temp"}),
+    ("combo-code-value-quantity:missing=true", set()),
+    ("combo-value-concept:missing=true", {"hr-72", "hr-110", "temp", "bp-120-90", "bp-140-70"}),
 ]
+
+
+def test_sort_by_a_derived_parameter(vitals: TestClient) -> None:
+    """_sort=combo-value-quantity: each Observation by its lowest value ascending (the component
+    values of a blood pressure count), by its highest descending."""
+
+    def order(sort: str) -> list[str]:
+        r = vitals.get("/fhir/Observation", params={"_sort": sort})
+        assert r.status_code == 200, r.text
+        return [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] == "match"]
+
+    assert order("combo-value-quantity") == ["temp", "bp-140-70", "hr-72", "bp-120-90", "hr-110"]
+    assert order("-combo-value-quantity") == ["bp-140-70", "bp-120-90", "hr-110", "hr-72", "temp"]
 
 
 def test_composite(vitals: TestClient) -> None:

@@ -129,3 +129,46 @@ def test_another_process_picks_up_the_parameter(services: Services, client: Test
         )
         assert r.status_code == 200, r.text
         assert ids(r.json()) == {"c1"}
+
+
+def _obs(oid: str, code: str, component: str | None = None) -> dict[str, Any]:
+    coding = {"coding": [{"system": "http://loinc.org", "code": code}], "text": f"t-{code}"}
+    obs: dict[str, Any] = {"resourceType": "Observation", "id": oid, "status": "final", "code": coding}
+    if component:
+        obs["component"] = [{"code": {"coding": [{"system": "http://loinc.org", "code": component}]}}]
+    return obs
+
+
+def test_shadowing_the_source_of_a_derived_parameter(client: TestClient) -> None:
+    """Observation combo-code has no rows of its own: it reads `code` and `component-code`
+    (hub/search/extract.py derived_params). A custom `code` on Observation makes it a union no
+    more: it gets rows of its own at once, and loses them again when the custom one goes."""
+    client.put("/fhir/Observation/o1", json=_obs("o1", "1-1", "2-2"), headers=JSON)
+
+    def combo(code: str) -> set[str]:
+        r = client.get("/fhir/Observation", params={"combo-code": f"http://loinc.org|{code}"})
+        assert r.status_code == 200, r.text
+        assert not warnings(r.json())
+        return ids(r.json())
+
+    assert combo("1-1") == {"o1"} and combo("2-2") == {"o1"}
+    custom = {
+        "resourceType": "SearchParameter",
+        "url": "http://example.org/SearchParameter/Observation-code-text",
+        "name": "CodeText",
+        "status": "active",
+        "description": "Observation.code by its text",
+        "code": "code",
+        "base": ["Observation"],
+        "type": "string",
+        "expression": "Observation.code.text",
+    }
+    r = client.put("/fhir/SearchParameter/code-text", json={**custom, "id": "code-text"}, headers=JSON)
+    assert r.status_code == 201, r.text
+    assert ids(client.get("/fhir/Observation", params={"code": "t-1"}).json()) == {"o1"}
+    assert combo("1-1") == {"o1"} and combo("2-2") == {"o1"}  # its own rows now
+    client.put("/fhir/Observation/o2", json=_obs("o2", "3-3"), headers=JSON)
+    assert combo("3-3") == {"o2"}
+    assert client.delete("/fhir/SearchParameter/code-text").status_code in (200, 204)
+    assert combo("1-1") == {"o1"} and combo("3-3") == {"o2"}  # from the standard `code` again
+    assert ids(client.get("/fhir/Observation", params={"code": "http://loinc.org|3-3"}).json()) == {"o2"}

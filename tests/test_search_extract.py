@@ -16,12 +16,15 @@ from hub.search.extract import (
     MIN_MS,
     NUM_MAX,
     NUM_MIN,
+    _branches,
     date_range,
+    derived_params,
     extract,
     normalize_string,
     number_range,
+    sources,
 )
-from hub.search.registry import Registry
+from hub.search.registry import Registry, default_registry
 
 
 @pytest.fixture()
@@ -361,7 +364,8 @@ def test_blood_pressure_components_give_one_composite_row_each() -> None:
             "c2_high": 80,
         },
     ]
-    assert len(rows(BLOOD_PRESSURE, "composite", "combo-code-value-quantity")) == 2  # the Observation has no value
+    # combo-code-value-quantity unites these two: its rows are theirs, not written again
+    assert rows(BLOOD_PRESSURE, "composite", "combo-code-value-quantity") == []
     assert rows(BLOOD_PRESSURE, "composite", "code-value-quantity") == []
     assert [r["code"] for r in rows(BLOOD_PRESSURE, "token", "component-code")] == ["8480-6", "8462-4"]
 
@@ -591,3 +595,36 @@ def test_nictiz_examples_index_cleanly(caplog: pytest.LogCaptureFixture) -> None
         if resource["resourceType"] == "Observation" and "subject" in resource:
             assert patient_ids(resource), path.name
     assert not [r for r in caplog.records if r.name == "hub.search.extract"]
+
+
+def test_derived_parameters_are_the_unions_of_others() -> None:
+    """Observation's combo-* parameters are unions of two others of the same type and conversion:
+    no rows of their own; searches read the sources' rows (tests/test_search_api.py searches them)."""
+    registry = default_registry()
+    assert derived_params("Observation", registry) == {
+        "combo-code": ("code", "component-code"),
+        "combo-code-value-concept": ("code-value-concept", "component-code-value-concept"),
+        "combo-code-value-quantity": ("code-value-quantity", "component-code-value-quantity"),
+        "combo-data-absent-reason": ("component-data-absent-reason", "data-absent-reason"),
+        "combo-value-concept": ("component-value-concept", "value-concept"),
+        "combo-value-quantity": ("component-value-quantity", "value-quantity"),
+    }
+    assert derived_params("Condition", registry) == {}  # `code` alone is no union
+    assert sources("Observation", "status", registry) == ("status",)
+    written = {row["param"] for table in extract(BLOOD_PRESSURE).values() for row in table}
+    assert "component-code" in written and not any(code.startswith("combo-") for code in written)
+
+
+def test_union_branches() -> None:
+    assert _branches("(Observation.code | Observation.component.code)") == {
+        "Observation.code",
+        "Observation.component.code",
+    }
+    assert _branches("((A.value.ofType(Quantity) | A.value.ofType(SampledData)) | (A.x))") == {
+        "A.value.ofType(Quantity)",
+        "A.value.ofType(SampledData)",
+        "A.x",
+    }
+    assert _branches("A.where(b | c).d") == {"A.where(b | c).d"}  # a union inside a call is no branch
+    assert _branches("(A.b) | (A.c).d") == {"A.b", "(A.c).d"}
+    assert _branches("A.b)") is None

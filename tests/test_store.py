@@ -3,6 +3,10 @@ write path's rules (current flag, versions, index rows replaced) hold at the tab
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import patient
@@ -71,3 +75,43 @@ def test_each_written_row_names_its_writer_as_holder(client: TestClient, databas
     with database.transaction() as conn:
         holders = conn.execute(select(resource.c.holder).where(resource.c.res_id == "h")).scalars().all()
     assert holders == [f"ura:{TEST_URA}", f"ura:{TEST_URA}"]
+
+
+def test_migration_0009_drops_the_rows_of_derived_parameters(tmp_path: Path) -> None:
+    """Observation combo-* rows written before derived parameters are dropped, except for a code a
+    stored custom SearchParameter defines (its rows are its own)."""
+    from alembic import command
+    from sqlalchemy import create_engine, insert
+
+    from hub.store.tables import idx_quantity
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = schema.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+    custom = {"resourceType": "SearchParameter", "id": "x", "code": "combo-value-quantity", "base": ["Observation"]}
+    with engine.begin() as conn:
+        for pk, (rt, rid, content) in enumerate(
+            [("Observation", "o1", {"resourceType": "Observation"}), ("SearchParameter", "x", custom)], start=1
+        ):
+            conn.execute(
+                insert(resource).values(
+                    pk=pk, res_type=rt, res_id=rid, version_id=1, last_updated=datetime(2026, 1, 1),
+                    is_current=True, deleted=False, method="PUT", content=json.dumps(content).encode(),
+                )
+            )  # fmt: skip
+        for code in ("code", "component-code", "combo-code"):
+            conn.execute(insert(idx_token).values(resource_pk=1, res_type="Observation", param=code, code="1-1"))
+        conn.execute(
+            insert(idx_quantity).values(
+                resource_pk=1, res_type="Observation", param="combo-value-quantity", value=1, low=1, high=1
+            )
+        )
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        tokens = sorted(conn.execute(select(idx_token.c.param)).scalars())
+        quantities = list(conn.execute(select(idx_quantity.c.param)).scalars())
+    assert tokens == ["code", "component-code"]
+    assert quantities == ["combo-value-quantity"]  # a custom parameter's own rows stay
+    engine.dispose()

@@ -588,16 +588,12 @@ def plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
 
 def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
     entries: list[PlanEntry] = []
+    derived = derived_params(resource_type, registry)
     for param in registry.for_type(resource_type):
         code = param.code
-        if not param.indexed:
+        if not param.indexed or code in derived:  # a derived one's rows would repeat its sources'
             continue
-        base = resource_type if resource_type in param.base else next(b for b in param.base if b != resource_type)
-        try:
-            evaluator = param.extractor(base)
-        except FhirPathError as exc:
-            log.warning("search parameter %s is not indexed for %s: %s", param.url, resource_type, exc)
-            continue
+        evaluator = _evaluator(param, resource_type)
         if evaluator is None:
             continue
         components = _components(param, evaluator, resource_type, registry) if param.type == "composite" else ()
@@ -617,6 +613,113 @@ def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
             )
         )
     return entries
+
+
+def _evaluator(param: SearchParam, resource_type: str) -> Evaluator | None:
+    base = resource_type if resource_type in param.base else next(b for b in param.base if b != resource_type)
+    try:
+        return param.extractor(base)
+    except FhirPathError as exc:
+        log.warning("search parameter %s is not indexed for %s: %s", param.url, resource_type, exc)
+        return None
+
+
+# -- derived parameters ------------------------------------------------------------------------------
+
+
+def sources(resource_type: str, code: str, registry: Registry) -> tuple[str, ...]:
+    """The parameter codes whose index rows answer `code` on this resource type: `(code,)`, or for a
+    derived parameter the parameters its expression unites (see derived_params)."""
+    return derived_params(resource_type, registry).get(code, (code,))
+
+
+def derived_params(resource_type: str, registry: Registry) -> dict[str, tuple[str, ...]]:
+    """Standard parameters whose expression on this type is the union of other standard parameters'
+    of the same search type and conversion, e.g. Observation `combo-code` = `code` | `component-code`:
+    their rows would repeat the sources' rows (12 % of the Synthea set's index rows), so writes skip
+    them and searches read the sources' rows (`param IN (...)`): matching, :missing, :not and _sort
+    (lowest / highest over all values) give the same answers. References are left out: chains,
+    includes and compartments name their parameters directly. Cached on the registry."""
+    cached = registry.derived.get(resource_type)
+    if cached is None:
+        cached = registry.derived[resource_type] = _derive(resource_type, registry)
+    return cached
+
+
+def _derive(resource_type: str, registry: Registry) -> dict[str, tuple[str, ...]]:
+    shapes: dict[str, tuple[Any, frozenset[str]]] = {}
+    for param in registry.for_type(resource_type):
+        if not param.indexed or param.custom or param.type in ("reference", "special"):
+            continue
+        evaluator = _evaluator(param, resource_type)
+        branches = _branches(evaluator.text or evaluator.expression) if evaluator and not evaluator.fallback else None
+        if evaluator is None or not branches:
+            continue
+        components = tuple((expr, registry.component_type((url, expr))) for url, expr in param.components)
+        implicit = implicit_system(evaluator) if param.type == "token" else None
+        shapes[param.code] = ((param.type, implicit, components), branches)
+    out: dict[str, tuple[str, ...]] = {}
+    for code, (shape, branches) in shapes.items():
+        parts = sorted(
+            ((c, b) for c, (s, b) in shapes.items() if s == shape and b < branches), key=lambda cb: (-len(cb[1]), cb[0])
+        )
+        covered: set[str] = set()
+        chosen: list[str] = []
+        for c, b in parts:
+            if not b <= covered:
+                chosen.append(c)
+                covered |= b
+        if covered == branches:
+            out[code] = tuple(sorted(chosen))
+
+    # a source that is itself derived stands for its own sources (proper subsets: no cycles)
+    def flat(code: str) -> tuple[str, ...]:
+        return tuple(sorted({leaf for c in out[code] for leaf in (flat(c) if c in out else (c,))}))
+
+    return {code: flat(code) for code in out}
+
+
+def _branches(text: str) -> frozenset[str] | None:
+    """The union branches of an expression, nested parenthesised unions flattened; None if the
+    parentheses do not balance."""
+    out: set[str] = set()
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "|" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        return None
+    parts.append(text[start:])
+    for part in (p.strip() for p in parts):
+        if not part:
+            return None
+        if part.startswith("(") and _closes_at_end(part):
+            inner = _branches(part[1:-1])
+            if inner is None:
+                return None
+            out |= inner
+        else:
+            out.add(" ".join(part.split()))
+    return frozenset(out)
+
+
+def _closes_at_end(part: str) -> bool:
+    """Whether the parenthesis opening `part` is the one that closes it at its end."""
+    depth = 0
+    for i, ch in enumerate(part):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return i == len(part) - 1
+    return False
 
 
 _SIMPLE_PATH = re.compile(r"^\(?([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)\)?$")

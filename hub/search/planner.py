@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement as Col
 
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
+from hub.search.extract import sources
 from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
 from hub.store.tables import (
     idx_composite,
@@ -273,10 +274,7 @@ class Planner:
         if clause.chain is not None:
             return self._chain(clause, types, r)
         table = _TABLES[clause.type]
-        scope = and_(
-            table.c.res_type.in_(types) if len(types) > 1 else table.c.res_type == types[0],
-            table.c.param == clause.code,
-        )
+        scope = self.param_scope(table, types, clause.code)
         if clause.modifier == "missing":
             present = r.c.pk.in_(select(table.c.resource_pk).where(scope))
             return not_(present) if clause.values == ["true"] else present
@@ -466,7 +464,22 @@ class Planner:
             col = pick(table.c.c1_code)
         else:
             col = pick(table.c.value)
-        return select(col).where(table.c.resource_pk == r.c.pk, table.c.param == code).scalar_subquery()
+        return select(col).where(table.c.resource_pk == r.c.pk, self.param_scope(table, types, code)).scalar_subquery()
+
+    def param_scope(self, table: Any, types: list[str], code: str) -> Col[bool]:
+        """The index rows of parameter `code` on these types: its own, or for a derived parameter
+        (Observation combo-code) its sources' (hub.search.extract.derived_params)."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for t in types:
+            groups.setdefault(sources(t, code, self.registry), []).append(t)
+        terms = [
+            and_(
+                table.c.res_type.in_(ts) if len(ts) > 1 else table.c.res_type == ts[0],
+                table.c.param.in_(codes) if len(codes) > 1 else table.c.param == codes[0],
+            )
+            for codes, ts in groups.items()
+        ]
+        return terms[0] if len(terms) == 1 else or_(*terms)
 
 
 def _yields_code(param: Any, types: list[str]) -> bool:

@@ -92,6 +92,7 @@ class Registry:
         self._by_type: dict[str, dict[str, SearchParam]] = {}
         self._by_url: dict[str, SearchParam] = {}
         self.plans: dict[str, Any] = {}  # per resource type, built by hub.search.extract; reset on change
+        self.derived: dict[str, dict[str, tuple[str, ...]]] = {}  # likewise (hub.search.extract.sources)
         self._standard = {p.url: p for p in params if not p.custom}  # to restore what a custom one replaced
         for p in params:
             self._register(p)
@@ -180,6 +181,7 @@ class Registry:
                 self._unregister(clash)  # a newer custom definition of the same code wins
         self._register(p)
         self.plans.clear()
+        self.derived.clear()
         return p
 
     def remove(self, url: str) -> None:
@@ -188,6 +190,7 @@ class Registry:
         if p is not None and p.custom:
             self._unregister(p)
             self.plans.clear()
+            self.derived.clear()
 
     def _check_expression(self, p: SearchParam, base: str) -> None:
         assert p.expression is not None
