@@ -189,7 +189,10 @@ class SearchEngine:
         estimate_from: Any = None,
         early: tuple[Any, list[Any]] | None = None,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
-        """One page of a `SELECT resource.pk ...` in the given sort order (type and id break ties),
+        """One page of a `SELECT resource.pk ...` in the given sort order, ties (and a search without
+        _sort) in the order rows were written (resource.pk: an index gives it, so a first page of a
+        common code stops after `count` matches instead of sorting every match by id; a resource
+        changed while a client pages moves behind the cursor and may show twice, never not at all),
         with keyset cursors for the next and previous pages, and the total if wanted (None: only
         when the first page holds every match, so it costs no second query).
 
@@ -197,7 +200,7 @@ class SearchEngine:
         first taken from the candidates and only those are tested (consent per row costs as much as
         the search itself, and a patient's search sorts hundreds of candidates for a page of 50);
         when a candidate is hidden and more exist, the page comes from `filtered` after all."""
-        keys = [*sort, (resource.c.res_type, False), (resource.c.res_id, False)]
+        keys = [*sort, (resource.c.pk, False)]
         labels = [k.label(f"k{n}") for n, (k, _) in enumerate(keys)]
         cursor: Any = None
         backwards = False
@@ -441,8 +444,8 @@ def _decode_page(token: str, n: int) -> tuple[str, list[Any]]:
 def _after(cols: list[Any], descending: list[bool], values: list[Any], backwards: bool) -> Any:
     """Rows strictly after the cursor row in the sort order (or strictly before it, paging back).
 
-    The order is each key ascending or descending with NULLs (missing values) last; the last keys
-    (type, id) are never NULL, so the order is total."""
+    The order is each key ascending or descending with NULLs (missing values) last; the last key
+    (resource.pk) is never NULL, so the order is total."""
     options = []
     for n, (col, desc, value) in enumerate(zip(cols, descending, values, strict=True)):
         ties = [_same(c, v) for c, v in zip(cols[:n], values[:n], strict=True)]

@@ -146,8 +146,9 @@ class QueryParser:
             if base in UNSUPPORTED:
                 self.problem(query, name, f"The search parameter {base} is not supported")
                 continue
-            if base == "_type":
-                continue  # handled by the engine when it works out `types`
+            if base == "_type":  # the engine works out `types` from it; the links must keep it
+                query.echo.append((name, value))
+                continue
             clause = self.clause(query, types, name, value)
             if clause is not None:
                 query.clauses.append(clause)
