@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import patient
@@ -115,3 +116,13 @@ def test_migration_0009_drops_the_rows_of_derived_parameters(tmp_path: Path) -> 
     assert tokens == ["code", "component-code"]
     assert quantities == ["combo-value-quantity"]  # a custom parameter's own rows stay
     engine.dispose()
+
+
+def test_postgresql_sessions_run_without_jit(database: Database) -> None:
+    """JIT compilation costs PostgreSQL 100-300 ms on a large search (hub/store/engine.py), and the
+    search path the tests set through the URL's options must survive the setting."""
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW jit").scalar_one() == "off"
+        assert conn.exec_driver_sql("SHOW search_path").scalar_one().startswith("hub_test_")
