@@ -118,7 +118,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
     r, tok, ref = resource.c, idx_token.c, idx_reference.c
 
     def page(where: Any, limit: int = 50) -> None:
-        stmt = select(r.content).where(r.is_current, ~r.deleted, where).order_by(r.res_id).limit(limit)
+        stmt = select(r.content).where(r.is_current, ~r.deleted, where).order_by(r.pk).limit(limit)  # the hub's order
         with db.transaction() as conn:
             list(conn.execute(stmt))
 
