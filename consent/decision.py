@@ -42,6 +42,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     union_all,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -498,6 +499,8 @@ class Lookups:
     subject: Subject
     rules: dict[str, list[Rule]] = field(default_factory=dict)
 
+    known_authors: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # filled by prefetch
+
     def rules_for(self, patient: str) -> list[Rule]:
         if patient not in self.rules:
             rows = self.conn.execute(select(consent_rule).where(consent_rule.c.patient_id == patient)).mappings()
@@ -506,7 +509,31 @@ class Lookups:
             ]
         return self.rules[patient]
 
+    def prefetch(self, keys: list[tuple[str, str, str | None]]) -> None:
+        """The authors of these resources ((type, id, patient)) and their patients' rules, in two
+        queries, so deciding on a batch (a page's includes, a history page) is no query per resource."""
+        wanted = sorted({(t, i) for t, i, p in keys if p is not None} - self.known_authors.keys())
+        patients = sorted({p for _, _, p in keys if p is not None} - self.rules.keys())
+        for n in range(0, len(wanted), 500):
+            chunk = wanted[n : n + 500]
+            found: dict[tuple[str, str], set[str]] = {k: set() for k in chunk}
+            a = resource_author.c
+            for t, i, org in self.conn.execute(
+                select(a.res_type, a.res_id, a.org).where(tuple_(a.res_type, a.res_id).in_(chunk))
+            ):
+                found[(t, i)].add(org)
+            self.known_authors.update(found)
+        for n in range(0, len(patients), 500):
+            chunk = patients[n : n + 500]
+            rules: dict[str, list[Rule]] = {p: [] for p in chunk}
+            for row in self.conn.execute(select(*_RULE_COLUMNS).where(consent_rule.c.patient_id.in_(chunk))):
+                rules[row.patient_id].append(Rule(*row))
+            self.rules.update(rules)
+
     def authors(self, res_type: str, res_id: str) -> set[str]:
+        known = self.known_authors.get((res_type, res_id))
+        if known is not None:
+            return known
         rows = self.conn.execute(
             select(resource_author.c.org).where(
                 resource_author.c.res_type == res_type, resource_author.c.res_id == res_id

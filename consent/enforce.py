@@ -75,7 +75,11 @@ class ConsentEnforcement:
             """Whether resources of this type can be hidden from this subject at all."""
             return res_type != "Patient" and bool(ctx.services.search_params.compartment_params("Patient", res_type))
 
+        def prefetch(batch: list[Stored]) -> None:
+            lookups.prefetch([(s.res_type, s.res_id, s.patient_id) for s in batch if s.content is not None])
+
         visible.sql_twin = True  # type: ignore[attr-defined]  # == visibility(): searches need not recheck rows
+        visible.prefetch = prefetch  # type: ignore[attr-defined]  # Context.prepare_shows
         visible.hides = hides  # type: ignore[attr-defined]  # history gives totals only where nothing can hide
         ctx.visible.append(visible)
         constraint = visibility(subject, ctx.services.search_params, lookups.implied_patients)

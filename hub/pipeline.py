@@ -130,6 +130,14 @@ class Context:
             check(self, stored) for check in self.visible if not (constrained and getattr(check, "sql_twin", False))
         )
 
+    def prepare_shows(self, batch: list[Stored]) -> None:
+        """Before `shows` runs on each of a batch: checks that look things up per resource (consent:
+        authors and rules) fetch them for the whole batch at once."""
+        for check in self.visible:
+            prefetch = getattr(check, "prefetch", None)
+            if prefetch is not None and batch:
+                prefetch(batch)
+
     @property
     def root(self) -> Context:
         return self.parent.root if self.parent is not None else self

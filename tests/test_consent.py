@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import ORIGIN, system_client, token_for
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from hub.app import Services, create_app
 from hub.pipeline import TRANSACTION, Interaction, Principal
@@ -496,3 +497,55 @@ def test_pages_hold_only_visible_matches_forward_and_back(hub: Services, registr
             back, _ = walk(gp, last, "previous")
             assert back == list(reversed(pages)), (count, back)
         assert gp.get(f"{search}2&_total=accurate").json()["total"] == len(visible)
+
+
+def test_included_resources_are_decided_without_a_query_each(hub: Services, registry: TestClient) -> None:
+    """_revinclude: the consent decisions for a batch of included resources fetch their authors and
+    their patients' rules once (consent/decision.py Lookups.prefetch), not once per resource; the
+    decisions themselves are those of a single read."""
+    put_consents(  # GPs see everything but lab results
+        registry,
+        [
+            privacy_consent("c1", "permit", consulting=("RPZAC001",)),
+            privacy_consent("c2", "deny", consulting=("RPZAC001",), categories=("GGC012",)),
+        ],
+    )
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def revinclude(client: TestClient) -> tuple[set[str], int]:
+        statements.clear()
+        event.listen(hub.db.engine, "before_cursor_execute", record)
+        try:
+            r = client.get("/fhir/Patient?_id=p1&_revinclude=Observation:subject")
+        finally:
+            event.remove(hub.db.engine, "before_cursor_execute", record)
+        assert r.status_code == 200, r.text
+        return ids(r.json(), "include"), len(statements)
+
+    def add_observations(names: list[str]) -> None:
+        with as_org(hub, "hospital") as hospital:
+            for oid in names:
+                body = {
+                    "resourceType": "Observation",
+                    "id": oid,
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "subject": {"reference": "Patient/p1"},
+                }
+                assert hospital.put(f"/fhir/Observation/{oid}", json=body, headers=JSON).status_code == 201
+
+    add_observations(["few-1", "few-2"])
+    with as_org(hub, "gp") as gp:
+        few, few_statements = revinclude(gp)
+        assert few == {"Observation/vital", "Observation/few-1", "Observation/few-2"}
+        for ref in few | {"Observation/lab"}:  # as single reads decide
+            assert gp.get(f"/fhir/{ref}").status_code == (200 if ref in few else 404), ref
+    more = [f"more-{n}" for n in range(10)]
+    add_observations(more)
+    with as_org(hub, "gp") as gp:
+        many, many_statements = revinclude(gp)
+    assert many == few | {f"Observation/{oid}" for oid in more}
+    assert many_statements == few_statements, (few_statements, many_statements)

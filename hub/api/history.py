@@ -39,12 +39,14 @@ def history(ctx: Context) -> Result:
     # Versions the caller may not see (scopes, patient compartment, consent) are left out of the page;
     # paging follows the versions fetched, so a page may hold fewer entries, and no total is given
     # then, as counting would reveal what was left out.
+    ctx.prepare_shows(fetched)
     rows = [r for r in fetched if (r.deleted and not ctx.visible) or ctx.shows(r)]
     total = None
     if at is None and not _may_hide(ctx, i.res_type):
         total = ctx.repo.history_count(i.res_type, res_id, since=since)
     elif at is None and res_id and i.res_type:  # one resource: count its versions the caller sees
         versions = ctx.repo.history(i.res_type, res_id, since=since, at=None, before=None, limit=10_000)
+        ctx.prepare_shows(versions)
         total = sum(1 for r in versions if (r.deleted and not ctx.visible) or ctx.shows(r))
 
     path = "/".join(p for p in (i.res_type, res_id, "_history") if p)

@@ -80,7 +80,9 @@ class SearchEngine:
             raise invalid("Conditional criteria take filter parameters only")
         stmt = self._filtered([res_type], query.clauses, ctx).order_by(resource.c.res_id).limit(MAX_MATCH)
         pks = [row[0] for row in ctx.conn.execute(stmt)]
-        return [s for s in ctx.repo.by_pks(pks) if ctx.shows(s)]
+        found = ctx.repo.by_pks(pks)
+        ctx.prepare_shows(found)
+        return [s for s in found if ctx.shows(s)]
 
     def search(self, ctx: Context) -> dict[str, Any]:
         """The searchset Bundle for a type, system or compartment search."""
@@ -275,6 +277,7 @@ class SearchEngine:
             found: list[Stored] = []
             for inc in wanted:
                 batch = self._revinclude(ctx, inc, frontier) if inc.reverse else self._include(ctx, inc, frontier)
+                ctx.prepare_shows(batch)
                 for s in batch:
                     key = (s.res_type, s.res_id)
                     if key not in seen and ctx.shows(s):
