@@ -524,9 +524,9 @@ class Lookups:
                 found[(t, i)].add(org)
             self.known_authors.update(found)
         for n in range(0, len(patients), 500):
-            chunk = patients[n : n + 500]
-            rules: dict[str, list[Rule]] = {p: [] for p in chunk}
-            for row in self.conn.execute(select(*_RULE_COLUMNS).where(consent_rule.c.patient_id.in_(chunk))):
+            group = patients[n : n + 500]
+            rules: dict[str, list[Rule]] = {p: [] for p in group}
+            for row in self.conn.execute(select(*_RULE_COLUMNS).where(consent_rule.c.patient_id.in_(group))):
                 rules[row.patient_id].append(Rule(*row))
             self.rules.update(rules)
 
