@@ -513,6 +513,8 @@ class Lookups:
         """The authors of these resources ((type, id, patient)) and their patients' rules, in two
         queries, so deciding on a batch (a page's includes, a history page) is no query per resource."""
         wanted = sorted({(t, i) for t, i, p in keys if p is not None} - self.known_authors.keys())
+        if len(wanted) < 2:
+            return  # one resource: authors_and_rules fetches both in one round trip
         patients = sorted({p for _, _, p in keys if p is not None} - self.rules.keys())
         for n in range(0, len(wanted), 500):
             chunk = wanted[n : n + 500]

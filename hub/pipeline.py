@@ -133,9 +133,11 @@ class Context:
     def prepare_shows(self, batch: list[Stored]) -> None:
         """Before `shows` runs on each of a batch: checks that look things up per resource (consent:
         authors and rules) fetch them for the whole batch at once."""
+        if len(batch) < 2:
+            return
         for check in self.visible:
             prefetch = getattr(check, "prefetch", None)
-            if prefetch is not None and batch:
+            if prefetch is not None:
                 prefetch(batch)
 
     @property
