@@ -59,13 +59,12 @@ from consent.categories import (
     category_of,
     covering,
 )
-from consent.model import AGB_SYSTEM, URA_SYSTEM, Rule
+from consent.model import ORG_KEY_SYSTEMS, Rule
 from hub.store.repository import utcnow
-from hub.store.tables import consent_rule, idx_reference, idx_token, resource, resource_author
+from hub.store.tables import care_relation, consent_rule, resource, resource_author
 
 IMPLIED_SPECIFICITY = 19
 BREAK_THE_GLASS_PURPOSES = frozenset({"ETREAT", "BTG"})
-ENDED_STATUSES = ("cancelled", "rejected", "entered-in-error", "revoked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,59 +181,12 @@ def decide(
 # -- SQL -------------------------------------------------------------------------------------------
 
 
-def _org_ids(key: str) -> Any:
-    """Organization ids carrying the URA/AGB identifier of an organisation key."""
-    prefix, _, value = key.partition(":")
-    system = {"ura": URA_SYSTEM, "agb": AGB_SYSTEM}.get(prefix)
-    if system is None:
-        return None
-    org = resource.alias("org")
-    return select(org.c.res_id).where(
-        org.c.res_type == "Organization",
-        org.c.is_current,
-        org.c.pk.in_(
-            select(idx_token.c.resource_pk).where(
-                idx_token.c.res_type == "Organization",
-                idx_token.c.param == "identifier",
-                idx_token.c.system == system,
-                idx_token.c.code == value,
-            )
-        ),
-    )
-
-
-@lru_cache(maxsize=512)
 def implied_patients(key: str) -> Any:
-    """Patients whose live Task names the organisation as owner, or ServiceRequest as performer."""
-    prefix, _, value = key.partition(":")
-    system = {"ura": URA_SYSTEM, "agb": AGB_SYSTEM}.get(prefix)
-    orgs = _org_ids(key)
-    if system is None or orgs is None:
+    """Patients whose live Task names the organisation as owner, or ServiceRequest as performer
+    (consent/care.py keeps them); None for an organisation without a URA / AGB key."""
+    if key.partition(":")[0] not in ORG_KEY_SYSTEMS.values():
         return None
-    ref = idx_reference.c
-    carrier = resource.alias("carrier")
-    naming = select(ref.resource_pk).where(
-        or_(
-            and_(ref.res_type == "Task", ref.param == "owner"),
-            and_(ref.res_type == "ServiceRequest", ref.param == "performer"),
-        ),
-        or_(
-            and_(ref.target_type == "Organization", ref.target_id.in_(orgs)),
-            and_(ref.id_system == system, ref.id_value == value),
-        ),
-    )
-    ended = select(idx_token.c.resource_pk).where(
-        idx_token.c.res_type.in_(("Task", "ServiceRequest")),
-        idx_token.c.param == "status",
-        idx_token.c.code.in_(ENDED_STATUSES),
-    )
-    return select(carrier.c.patient_id).where(
-        carrier.c.pk.in_(naming),
-        carrier.c.is_current,
-        not_(carrier.c.deleted),
-        carrier.c.patient_id.is_not(None),
-        carrier.c.pk.not_in(ended),
-    )
+    return select(care_relation.c.patient_id).where(care_relation.c.org_key == key)
 
 
 def visibility(subject: Subject, registry: Any, implied: Callable[[], list[str]]) -> Any:
@@ -485,12 +437,6 @@ _AUTHORS_AND_RULES = union_all(  # the typed select first: it gives the result i
 )
 
 
-@lru_cache(maxsize=512)
-def _implied_one_stmt(key: str) -> Any:
-    sub = implied_patients(key)
-    return None if sub is None else sub.where(sub.selected_columns[0] == bindparam("patient")).limit(1)
-
-
 @dataclass
 class Lookups:
     """Per-interaction memo of what `decide` needs from the database."""
@@ -572,9 +518,9 @@ class Lookups:
         if self._implied_all is not None:
             return patient in self._implied_all
         if patient not in self._implied_one:
-            stmt = _implied_one_stmt(self.subject.org or "") if self.subject.org_category else None
-            self._implied_one[patient] = stmt is not None and (
-                self.conn.execute(stmt, {"patient": patient}).first() is not None
+            sub = implied_patients(self.subject.org or "") if self.subject.org_category else None
+            self._implied_one[patient] = sub is not None and (
+                self.conn.execute(sub.where(care_relation.c.patient_id == patient).limit(1)).first() is not None
             )
         return self._implied_one[patient]
 

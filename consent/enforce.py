@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from consent import care
 from consent.decision import BREAK_THE_GLASS_PURPOSES, Decision, Lookups, Subject, subject_of, visibility
 from consent.model import is_privacy_consent, org_key_from_identifier, rules_of
 from hub.formats.outcome import FhirError, not_found
@@ -24,6 +25,7 @@ from hub.pipeline import (
     CAPABILITIES,
     CREATE,
     DELETE,
+    DELETED_ID,
     HISTORY_INSTANCE,
     PATCH,
     TRANSACTION,
@@ -100,6 +102,10 @@ class ConsentEnforcement:
         if not i.writes:
             return
         stored = result.stored
+        if stored is not None:
+            _refresh_care(ctx, stored.res_type, stored.res_id)
+        else:  # a delete
+            _refresh_care(ctx, i.res_type, i.res_id or ctx.facts.get(DELETED_ID))
         subject: Subject | None = ctx.facts.get("consent-subject")
         if stored is not None and not stored.deleted and not (i.kind == CREATE and result.status != 201):
             author = author_of(subject) if subject is not None else None
@@ -158,6 +164,17 @@ def _flush_authors(ctx: Context) -> None:
     dialect = ctx.conn.dialect.name
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(resource_author).on_conflict_do_nothing()
     ctx.conn.execute(stmt, rows)
+
+
+def _refresh_care(ctx: Context, res_type: str | None, res_id: str | None) -> None:
+    """Care-process relations follow every write of a Task, ServiceRequest or Organization at
+    once (not at the end of a bundle): a bundle's reads and later entries see them."""
+    if res_type not in care.WATCHED or not res_id:
+        return
+    if res_type == "Organization":
+        care.refresh(ctx.conn, (), [res_id])
+    else:
+        care.refresh(ctx.conn, [(res_type, res_id)])
 
 
 def refresh_rules(ctx: Context, stored: Stored) -> None:

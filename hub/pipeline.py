@@ -34,6 +34,7 @@ SEARCH_TYPE, SEARCH_SYSTEM, SEARCH_COMPARTMENT = "search-type", "search-system",
 CAPABILITIES, BATCH, TRANSACTION, OPERATION = "capabilities", "batch", "transaction", "operation"
 
 WRITES = frozenset({UPDATE, PATCH, DELETE, CREATE, BATCH, TRANSACTION})
+DELETED_ID = "deleted-id"  # facts key: the id a conditional delete's criteria matched (its result names none)
 
 
 @dataclass(slots=True)

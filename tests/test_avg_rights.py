@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from hub.app import Services, create_app
-from hub.store.tables import idx_token, resource, resource_author
+from hub.store.tables import care_relation, idx_token, resource, resource_author
 
 JSON = {"Content-Type": "application/fhir+json"}
 BSN = "http://fhir.nl/fhir/NamingSystem/bsn"
@@ -122,6 +122,17 @@ def test_erasure_removes_every_version_when_nothing_is_retained(world: Any, serv
         hospital.put("/fhir/Observation/o1", json={**obs("o1", "p1"), "status": "amended"}, headers=JSON).status_code
         == 200
     )
+    task = {
+        "resourceType": "Task",
+        "id": "t1",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": "Patient/p1"},
+        "owner": {"identifier": {"system": "http://fhir.nl/fhir/NamingSystem/ura", "value": "10000002"}},
+    }
+    assert hospital.put("/fhir/Task/t1", json=task, headers=JSON).status_code == 201
+    with services.db.transaction() as conn:  # the care process it implies (consent/care.py)
+        assert conn.execute(select(care_relation.c.patient_id)).scalars().all() == ["p1"]
     services.settings = services.settings.with_(retention_years=0)
     assert gp.post("/fhir/Patient/p1/$avg-erase").status_code == 403  # not the GP's right to use
     r = pgo.post("/fhir/Patient/p1/$avg-erase")
@@ -140,7 +151,8 @@ def test_erasure_removes_every_version_when_nothing_is_retained(world: Any, serv
         tokens = conn.execute(
             select(func.count()).select_from(idx_token).where(idx_token.c.code == "999911120")
         ).scalar_one()
-    assert (left, authors, tokens) == (0, 0, 0)
+        relations = conn.execute(select(func.count()).select_from(care_relation)).scalar_one()
+    assert (left, authors, tokens, relations) == (0, 0, 0, 0)
     # the other patient is untouched
     assert hospital.get("/fhir/Observation/o2").status_code == 200
     assert hospital.get("/fhir/Patient/p2").status_code == 200

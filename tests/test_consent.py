@@ -390,6 +390,75 @@ def test_implied_consent_in_a_care_process(hub: Services, registry: TestClient) 
         assert vvt.get("/fhir/Observation/vital").status_code == 404  # a cancelled task implies nothing
 
 
+def test_implied_consent_follows_the_named_organisation_and_the_carrier(hub: Services) -> None:
+    """The care-process relation is kept as rows (consent/care.py): it must follow later writes of
+    the Organization the Task names, deletes (also conditional ones) and ServiceRequests."""
+
+    def vvt_sees(client: TestClient) -> tuple[int, int]:
+        read = client.get("/fhir/Observation/vital").status_code
+        total = client.get("/fhir/Observation", params={"patient": "p1", "_total": "accurate"}).json()["total"]
+        return read, total
+
+    home = {"resourceType": "Organization", "id": "thuiszorg", "name": "Thuiszorg West"}
+    with as_org(hub, "hospital") as hospital, as_org(hub, "vvt") as vvt:
+        # The Task names an Organization the hub does not hold yet: no relation.
+        assert hospital.put("/fhir/Task/task-home", json={**referral_task("thuiszorg"), "id": "task-home"}).is_success
+        assert vvt_sees(vvt) == (404, 0)
+        # It is written later, carrying the VVT's URA: the relation holds without touching the Task.
+        assert hospital.put("/fhir/Organization/thuiszorg", json=home, headers=JSON).status_code == 201
+        assert vvt_sees(vvt) == (404, 0)  # no identifier yet
+        with_ura = {**home, "identifier": [{"system": URA, "value": ORGS["vvt"][0]}]}
+        assert hospital.put("/fhir/Organization/thuiszorg", json=with_ura, headers=JSON).status_code == 200
+        assert vvt_sees(vvt) == (200, 2)
+        # Its URA changes to another organisation's: the VVT loses it, the pharmacy is not given it (a pharmacy
+        # is named, but hospital data needs the pharmacy's own relation: it gets one through this Task).
+        moved = {**home, "identifier": [{"system": URA, "value": ORGS["pharmacy"][0]}]}
+        assert hospital.put("/fhir/Organization/thuiszorg", json=moved, headers=JSON).status_code == 200
+        assert vvt_sees(vvt) == (404, 0)
+        with as_org(hub, "pharmacy") as pharmacy:
+            assert vvt_sees(pharmacy) == (200, 2)
+        assert hospital.put("/fhir/Organization/thuiszorg", json=with_ura, headers=JSON).status_code == 200
+        assert vvt_sees(vvt) == (200, 2)
+        # A conditional delete of the Task ends it.
+        assert hospital.delete("/fhir/Task", params={"_id": "task-home"}).status_code == 204
+        assert vvt_sees(vvt) == (404, 0)
+        # A ServiceRequest naming the performer by identifier only; revoked, it implies nothing.
+        request = {
+            "resourceType": "ServiceRequest",
+            "id": "verwijzing",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"identifier": {"system": URA, "value": ORGS["vvt"][0]}}],
+        }
+        assert hospital.put("/fhir/ServiceRequest/verwijzing", json=request, headers=JSON).status_code == 201
+        assert vvt_sees(vvt) == (200, 2)
+        revoked = {**request, "status": "revoked"}
+        assert hospital.put("/fhir/ServiceRequest/verwijzing", json=revoked, headers=JSON).status_code == 200
+        assert vvt_sees(vvt) == (404, 0)
+        # Organization and Task in one transaction, the Task first in the bundle.
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:8f0e7a52-4a4c-4b7e-9f57-3c1f2b9d1a01",
+                    "resource": {**referral_task("x"), "id": None, "owner": {"reference": "urn:uuid:org-new"}},
+                    "request": {"method": "POST", "url": "Task"},
+                },
+                {
+                    "fullUrl": "urn:uuid:org-new",
+                    "resource": {"resourceType": "Organization", "identifier": with_ura["identifier"]},
+                    "request": {"method": "POST", "url": "Organization"},
+                },
+            ],
+        }
+        del bundle["entry"][0]["resource"]["id"]  # type: ignore[index]
+        r = hospital.post("/fhir", json=bundle, headers=JSON)
+        assert r.status_code == 200, r.text
+        assert vvt_sees(vvt) == (200, 2)
+
+
 def test_break_the_glass(hub: Services) -> None:
     with as_org(hub, "hap", purpose_of_use="ETREAT") as hap:
         r = hap.get("/fhir/Observation/vital")

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import patient
+from conftest import BASE, patient
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from hub.app import Services
 from hub.store import bulk, schema
 from hub.store.database import Database
 from hub.store.tables import INDEX_TABLES, idx_token, metadata, resource
@@ -116,6 +118,86 @@ def test_migration_0009_drops_the_rows_of_derived_parameters(tmp_path: Path) -> 
     assert tokens == ["code", "component-code"]
     assert quantities == ["combo-value-quantity"]  # a custom parameter's own rows stay
     engine.dispose()
+
+
+def test_migration_0011_backfills_the_care_relations_the_hub_writes(services: Services) -> None:
+    """The backfill of care_relation (SQL, fixed in the migration) and consent/care.py (run on every
+    write) derive the same rows from the same data: references by id with and without a URA / AGB,
+    by identifier, to an unknown Organization, ended and deleted carriers, both carrier types."""
+    import importlib
+
+    from sqlalchemy import delete
+
+    from hub.pipeline import TRANSACTION, Interaction, Principal
+    from hub.store.tables import care_relation
+
+    migration = importlib.import_module("hub.store.migrations.versions.0011_care_relations")
+    ura, agb = "http://fhir.nl/fhir/NamingSystem/ura", "http://fhir.nl/fhir/NamingSystem/agb-z"
+    orgs = [
+        {
+            "resourceType": "Organization",
+            "id": "both",
+            "identifier": [{"system": ura, "value": "10000001"}, {"system": agb, "value": "01000002"}],
+        },
+        {"resourceType": "Organization", "id": "plain", "name": "no identifier of either kind"},
+    ]
+    patients = [patient(id=f"p{n}") for n in range(3)]
+
+    def task(tid: str, pid: str, owner: dict[str, object], status: str = "requested") -> dict[str, Any]:
+        return {
+            "resourceType": "Task",
+            "id": tid,
+            "status": status,
+            "intent": "order",
+            "for": {"reference": f"Patient/{pid}"},
+            "owner": owner,
+        }
+
+    carriers = [
+        task("t1", "p0", {"reference": "Organization/both"}),
+        task("t2", "p1", {"reference": "Organization/plain"}),
+        task("t3", "p1", {"reference": "Organization/nowhere"}),
+        task("t4", "p2", {"identifier": {"system": ura, "value": "10000007"}, "reference": "Organization/both"}),
+        task("t5", "p2", {"reference": "Organization/both"}, status="cancelled"),
+        task("t6", "p0", {"identifier": {"system": "urn:other", "value": "10000007"}}),
+        task("t7", "p0", {"reference": "Organization/both"}),
+        {
+            "resourceType": "ServiceRequest",
+            "id": "s1",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Organization/both"}, {"identifier": {"system": agb, "value": "01000009"}}],
+        },
+    ]
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in [*orgs, *patients, *carriers]
+    ]
+    deletion = [{"request": {"method": "DELETE", "url": "Task/t7"}}]
+    for batch in (entries, deletion):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": batch}
+        run = Interaction(TRANSACTION, body=bundle, principal=Principal(kind="local"), base_url=BASE)
+        assert services.pipeline.run(run).status == 200
+    columns = [care_relation.c[n] for n in ("carrier_type", "carrier_id", "patient_id", "org_id", "org_key")]
+    with services.db.transaction(write=True) as conn:
+        written = sorted(conn.execute(select(*columns)).all(), key=str)
+        conn.execute(delete(care_relation))
+        migration.backfill(conn)
+        backfilled = sorted(conn.execute(select(*columns)).all(), key=str)
+    assert written == backfilled
+    assert {tuple(r) for r in written} == {
+        ("Task", "t1", "p0", "both", "ura:10000001"),
+        ("Task", "t1", "p0", "both", "agb:01000002"),
+        ("Task", "t2", "p1", "plain", None),
+        ("Task", "t3", "p1", "nowhere", None),
+        ("Task", "t4", "p2", None, "ura:10000007"),
+        ("Task", "t4", "p2", "both", "ura:10000001"),
+        ("Task", "t4", "p2", "both", "agb:01000002"),
+        ("ServiceRequest", "s1", "p1", "both", "ura:10000001"),
+        ("ServiceRequest", "s1", "p1", "both", "agb:01000002"),
+        ("ServiceRequest", "s1", "p1", None, "agb:01000009"),
+    }
 
 
 def test_postgresql_sessions_run_without_jit(database: Database) -> None:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 from hub.api.headers import parse_etag, parse_http_date
 from hub.fhirmodel import patch as patching
 from hub.formats.outcome import FhirError, Issue, invalid, not_found
-from hub.pipeline import Context, Result
+from hub.pipeline import DELETED_ID, Context, Result
 from hub.store.repository import Stored, Write, WriteResult, new_id
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -214,6 +214,7 @@ def delete(ctx: Context) -> Result:
         if not found:
             return Result(204, outcome=_absent(i.res_type, "No resource matched the criteria"))
         res_id = found[0].res_id
+        ctx.facts[DELETED_ID] = res_id  # what the criteria named, for the steps after this one
     else:
         res_id = check_id(i.res_id)
     res = ctx.repo.apply([Write(i.res_type, res_id, None, "DELETE", if_match=if_match)])[0]

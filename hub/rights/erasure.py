@@ -22,7 +22,7 @@ from hub.pipeline import Context, Result
 from hub.rights.export import own_patient
 from hub.search.planner import ReferenceValues
 from hub.store.repository import utcnow
-from hub.store.tables import INDEX_TABLES, consent_rule, idx_reference, resource, resource_author
+from hub.store.tables import INDEX_TABLES, care_relation, consent_rule, idx_reference, resource, resource_author
 
 _CHUNK = 400
 
@@ -89,6 +89,7 @@ def _erase(ctx: Context) -> Result:
             )
         )
     conn.execute(delete(consent_rule).where(consent_rule.c.patient_id == patient_id))
+    conn.execute(delete(care_relation).where(care_relation.c.patient_id == patient_id))
     ctx.facts["erased"] = {"resources": len(keys), "versions": len(versions)}
     text = f"erased {len(keys)} resources ({len(versions)} versions) of Patient/{patient_id}"
     return Result(200, resource=information(text))

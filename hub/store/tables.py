@@ -286,6 +286,24 @@ resource_author = Table(
     Column("org", String(80), primary_key=True),  # "ura:12345678" | "agb:..." | "client:..."
 )
 
+# Care-process relations (consent/care.py): the patients whose live Task names an organisation as
+# owner, or ServiceRequest as performer (implied consent). Derived from those resources and the
+# referenced Organization's identifiers, rewritten in the same transaction as either, so the
+# decision point tests one indexed row instead of planning a join over the index tables per search.
+care_relation = Table(
+    "care_relation",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("carrier_type", String(64), nullable=False),  # Task | ServiceRequest
+    Column("carrier_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("org_id", String(64), nullable=True),  # the Organization referenced by id: followed when it changes
+    Column("org_key", String(80), nullable=True),  # "ura:..." | "agb:..."; NULL: that Organization has none (yet)
+    Index("ix_care_relation_org", "org_key", "patient_id"),
+    Index("ix_care_relation_carrier", "carrier_type", "carrier_id"),
+    Index("ix_care_relation_org_id", "org_id"),
+)
+
 # Patient-bound access tokens issued to PGO apps, so they can be revoked before they expire: by the
 # app (/auth/revoke), or with their whole login (`family`) when a code or refresh token is reused.
 auth_access_token = Table(
