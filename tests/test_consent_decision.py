@@ -231,10 +231,15 @@ def test_python_and_sql_agree(services: Services, seed: int) -> None:
             lookups = Lookups(conn, subject)
             constraint = visibility(subject, services.search_params, lookups.implied_patients)
             expected = set()
+            one_statement = Lookups(conn, subject)  # a read's path: the row, its authors and rules at once
             for r in resources:
                 stored_patient = services.indexer.patient_id(r)
-                if lookups.decide(r, stored_patient).permit:
+                permit = lookups.decide(r, stored_patient).permit
+                if permit:
                     expected.add(f"{r['resourceType']}/{r['id']}")
+                stored = one_statement.read(r["resourceType"], r["id"])
+                assert stored is not None and stored.patient_id == stored_patient
+                assert one_statement.decide(stored.resource(), stored.patient_id).permit == permit, (subject, r, rules)
             # per type (the planner's usual case) and all types at once (system search)
             for group in [[t] for t in types] + [types]:
                 rows = conn.execute(

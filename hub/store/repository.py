@@ -101,7 +101,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-_COLUMNS = (
+READ_COLUMNS = (
     resource.c.pk,
     resource.c.res_type,
     resource.c.res_id,
@@ -113,10 +113,10 @@ _COLUMNS = (
     resource.c.patient_id,
 )
 # The hot single-row reads, built once (building the expression per call cost more than the query).
-_CURRENT = select(*_COLUMNS).where(
+_CURRENT = select(*READ_COLUMNS).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), resource.c.is_current
 )
-_VERSION = select(*_COLUMNS).where(
+_VERSION = select(*READ_COLUMNS).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"), resource.c.version_id == bindparam("v")
 )
 
@@ -124,7 +124,8 @@ _VERSION = select(*_COLUMNS).where(
 _LOCK_MANY = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS t(k)"
 
 
-def _stored(row: Any) -> Stored:
+def stored_from_row(row: Any) -> Stored:
+    """A Stored from a row of READ_COLUMNS."""
     return Stored(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
 
 
@@ -137,12 +138,20 @@ class Repository:
         self.clock = clock
         self.postgres = conn.dialect.name == "postgresql"
         self.holder: str | None = None  # the writing organisation, set by the consent step
+        self._primed: dict[tuple[str, str], Stored | None] = {}
+
+    def prime(self, res_type: str, res_id: str, stored: Stored | None) -> None:
+        """A current version already read along with other data (the consent step reads a resource
+        with its authors and rules in one statement): the next `current` of it is answered from it."""
+        self._primed[(res_type, res_id)] = stored
 
     # -- reads ---------------------------------------------------------------------------------
 
     def current(self, res_type: str, res_id: str) -> Stored | None:
+        if self._primed and (res_type, res_id) in self._primed:
+            return self._primed.pop((res_type, res_id))
         row = self.conn.execute(_CURRENT, {"t": res_type, "i": res_id}).first()
-        return _stored(row) if row else None
+        return stored_from_row(row) if row else None
 
     def read(self, res_type: str, res_id: str) -> Stored:
         found = self.current(res_type, res_id)
@@ -158,7 +167,7 @@ class Repository:
             if self.current(res_type, res_id) is None:
                 raise not_found(f"{res_type}/{res_id} is not known")
             raise not_found(f"{res_type}/{res_id} has no version {version_id}")
-        found = _stored(row)
+        found = stored_from_row(row)
         if found.deleted:
             raise gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
         return found
@@ -170,12 +179,12 @@ class Repository:
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
             rows = self.conn.execute(
-                select(*_COLUMNS).where(
+                select(*READ_COLUMNS).where(
                     tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.is_current
                 )
             )
             for row in rows:
-                s = _stored(row)
+                s = stored_from_row(row)
                 found[(s.res_type, s.res_id)] = s
         return found
 
@@ -183,8 +192,8 @@ class Repository:
         """Rows by primary key, in the order given (search results)."""
         found: dict[int, Stored] = {}
         for i in range(0, len(pks), _CHUNK):
-            for row in self.conn.execute(select(*_COLUMNS).where(resource.c.pk.in_(pks[i : i + _CHUNK]))):
-                found[row[0]] = _stored(row)
+            for row in self.conn.execute(select(*READ_COLUMNS).where(resource.c.pk.in_(pks[i : i + _CHUNK]))):
+                found[row[0]] = stored_from_row(row)
         return [found[pk] for pk in pks if pk in found]
 
     # -- history -------------------------------------------------------------------------------
@@ -200,7 +209,7 @@ class Repository:
     ) -> list[Stored]:
         """Versions newest first. `before` is the (last_updated, pk) of the previous page's last row,
         so paging stays correct while others write (keyset paging, not offsets)."""
-        q = select(*_COLUMNS)
+        q = select(*READ_COLUMNS)
         if res_type:
             q = q.where(resource.c.res_type == res_type)
         if res_id:
@@ -226,7 +235,7 @@ class Repository:
             ts, pk = before
             q = q.where(or_(resource.c.last_updated < ts, and_(resource.c.last_updated == ts, resource.c.pk < pk)))
         q = q.order_by(resource.c.last_updated.desc(), resource.c.pk.desc()).limit(limit)
-        return [_stored(r) for r in self.conn.execute(q)]
+        return [stored_from_row(r) for r in self.conn.execute(q)]
 
     def history_count(
         self, res_type: str | None = None, res_id: str | None = None, since: datetime | None = None
