@@ -19,7 +19,7 @@ from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
 from hub.search.planner import Planner, ReferenceValues, base_select
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
 from hub.search.registry import COMPARTMENTS
-from hub.store.repository import Stored
+from hub.store.repository import READ_COLUMNS, Stored, stored_from_row
 from hub.store.tables import idx_reference, resource
 from hub.terminology.service import Terminology
 
@@ -228,14 +228,17 @@ class SearchEngine:
             return list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1)))
 
         rows: list[Any] | None = [] if count <= 0 else None
+        fetched: dict[int, Stored] = {}  # candidates read while testing them
         if rows is None and early is not None and not want_total:  # a count tests every match anyway
             candidates = page_of(early[0])
             if candidates:
-                pks = [row[0] for row in candidates]
-                test = select(resource.c.pk).where(resource.c.pk.in_(_PKS), *early[1])
-                shown = {pk for (pk,) in ctx.conn.execute(test, {"pks": pks})}
-                if len(shown) == len(candidates) or len(candidates) <= count:
-                    rows = [row for row in candidates if row[0] in shown]  # exactly the page
+                # The candidates' rows with the late constraints' verdict, in one statement.
+                test = select(*READ_COLUMNS, and_(*early[1]).label("shown")).where(resource.c.pk.in_(_PKS))
+                for *columns, shown in ctx.conn.execute(test, {"pks": [row[0] for row in candidates]}):
+                    if shown:
+                        fetched[columns[0]] = stored_from_row(columns)
+                if len(fetched) == len(candidates) or len(candidates) <= count:
+                    rows = [row for row in candidates if row[0] in fetched]  # exactly the page
             else:
                 rows = []
         if rows is None:
@@ -244,8 +247,10 @@ class SearchEngine:
         rows = rows[:count]
         if backwards:
             rows.reverse()
+        pks = [row[0] for row in rows]
+        found = [fetched[pk] for pk in pks] if all(pk in fetched for pk in pks) else ctx.repo.by_pks(pks)
         # `filtered` carries the search constraints (scopes, compartment, consent): no second check per row.
-        matches = [s for s in ctx.repo.by_pks([row[0] for row in rows]) if ctx.shows(s, constrained=True)]
+        matches = [s for s in found if ctx.shows(s, constrained=True)]
         total = None
         if want_total is None:
             total = len(matches) if not page and not more else None
