@@ -337,21 +337,26 @@ def _blanket_permit(r: Any, subject: Subject, now: datetime) -> Any:
     )
 
 
-class greatest(FunctionElement[int]):
+class _DialectFunction(FunctionElement[Any]):
+    """An SQL function spelt differently per dialect: `postgresql` and `sqlite` are templates of
+    the compiled arguments ({args})."""
+
+    inherit_cache = True
+    postgresql = sqlite = "{args}"
+
+
+@compiles(_DialectFunction)
+def _dialect_function(element: _DialectFunction, compiler: Any, **kw: Any) -> str:
+    template = element.sqlite if compiler.dialect.name == "sqlite" else element.postgresql
+    return template.format(args=compiler.process(element.clauses, **kw))
+
+
+class greatest(_DialectFunction):
     """GREATEST(a, b) on PostgreSQL; SQLite's two-argument max(a, b) is the same function."""
 
     type = Integer()
     inherit_cache = True
-
-
-@compiles(greatest)
-def _greatest(element: greatest, compiler: Any, **kw: Any) -> str:
-    return f"GREATEST({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(greatest, "sqlite")
-def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
-    return f"max({compiler.process(element.clauses, **kw)})"
+    postgresql, sqlite = "GREATEST({args})", "max({args})"
 
 
 def _category_test(r: Any, types: list[str]) -> tuple[Any, Callable[[Any], Any]]:
@@ -439,38 +444,21 @@ _AUTHORS_AND_RULES = union_all(  # the typed select first: it gives the result i
 )
 
 
-class _authors_agg(FunctionElement[str]):
+class _authors_agg(_DialectFunction):
     """The organisations of resource_author rows, joined by a unit separator (none contain it)."""
 
     type = Text()
     inherit_cache = True
+    postgresql, sqlite = "string_agg({args}, chr(31))", "group_concat({args}, char(31))"
 
 
-@compiles(_authors_agg)
-def _authors_agg_pg(element: _authors_agg, compiler: Any, **kw: Any) -> str:
-    return f"string_agg({compiler.process(element.clauses, **kw)}, chr(31))"
-
-
-@compiles(_authors_agg, "sqlite")
-def _authors_agg_sqlite(element: _authors_agg, compiler: Any, **kw: Any) -> str:
-    return f"group_concat({compiler.process(element.clauses, **kw)}, char(31))"
-
-
-class _rows_json(FunctionElement[str]):
+class _rows_json(_DialectFunction):
     """Rows of the given columns as one JSON array of arrays (NULL for none)."""
 
     type = Text()
     inherit_cache = True
-
-
-@compiles(_rows_json)
-def _rows_json_pg(element: _rows_json, compiler: Any, **kw: Any) -> str:
-    return f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))::text"
-
-
-@compiles(_rows_json, "sqlite")
-def _rows_json_sqlite(element: _rows_json, compiler: Any, **kw: Any) -> str:
-    return f"json_group_array(json_array({compiler.process(element.clauses, **kw)}))"
+    postgresql = "json_agg(json_build_array({args}))::text"
+    sqlite = "json_group_array(json_array({args}))"
 
 
 # A read with what deciding on it takes, in one round trip: the current version, its authors and
