@@ -221,8 +221,8 @@ class SearchEngine:
             else:
                 order.append(column.nulls_first() if backwards else column.nulls_last())
 
-        def page_of(stmt: Any) -> list[Any]:
-            stmt = stmt.add_columns(*labels)
+        def page_of(stmt: Any, *extra: Any) -> list[Any]:
+            stmt = stmt.add_columns(*labels, *extra)
             if cursor is not None:
                 stmt = stmt.where(cursor)
             return list(ctx.conn.execute(stmt.order_by(*order).limit(count + 1)))
@@ -232,15 +232,23 @@ class SearchEngine:
         if rows is None and early is not None and not want_total:  # a count tests every match anyway
             candidates = page_of(early[0])
             if candidates:
-                # The candidates' rows with the late constraints' verdict, in one statement.
-                test = select(*READ_COLUMNS, and_(*early[1]).label("shown")).where(resource.c.pk.in_(_PKS))
-                for *columns, shown in ctx.conn.execute(test, {"pks": [row[0] for row in candidates]}):
-                    if shown:
-                        fetched[columns[0]] = stored_from_row(columns)
+                # The rows of the candidates that pass the late constraints, in one statement. In the
+                # WHERE clause SQLite stops at the first OR term that holds (usually the patient's
+                # blanket permit); as a result column it would evaluate every term for every row.
+                test = select(*READ_COLUMNS).where(resource.c.pk.in_(_PKS), *early[1])
+                for columns in ctx.conn.execute(test, {"pks": [row[0] for row in candidates]}):
+                    fetched[columns[0]] = stored_from_row(columns)
                 if len(fetched) == len(candidates) or len(candidates) <= count:
                     rows = [row for row in candidates if row[0] in fetched]  # exactly the page
             else:
                 rows = []
+        total = None
+        if rows is None and early is not None and want_total and cursor is None and estimate_from is None:
+            # A first page and its total where constraints are tested per row: one statement, so
+            # each match is tested once, not once for the page and again for the count.
+            rows = page_of(filtered, func.count().over())
+            total = rows[0][-1] if rows else 0
+            rows = [row[:-1] for row in rows]
         if rows is None:
             rows = page_of(filtered)
         more = len(rows) > count
@@ -251,10 +259,9 @@ class SearchEngine:
         found = [fetched[pk] for pk in pks] if all(pk in fetched for pk in pks) else ctx.repo.by_pks(pks)
         # `filtered` carries the search constraints (scopes, compartment, consent): no second check per row.
         matches = [s for s in found if ctx.shows(s, constrained=True)]
-        total = None
         if want_total is None:
             total = len(matches) if not page and not more else None
-        elif want_total:
+        elif want_total and total is None:
             if estimate_from is not None:
                 total = estimate_total(ctx.conn, filtered, estimate_from)
             else:
