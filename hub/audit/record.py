@@ -86,6 +86,15 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, str]
     return {"system": system, "code": code, **({"display": display} if display else {})}
 
 
+# Codings every record repeats (a search's page lists 50 objects): built once and shared by the
+# events, which are serialised and never changed after they are made.
+_PERSON = coding(ENTITY_TYPE, "1", "Person")
+_PATIENT = coding(OBJECT_ROLE, "1", "Patient")
+_SYSTEM_OBJECT = coding(ENTITY_TYPE, "2", "System Object")
+_DOMAIN_RESOURCE = coding(OBJECT_ROLE, "4", "Domain Resource")
+_APPLICATION_SERVER = coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")
+
+
 def rest_events(
     i: Interaction, status: int, touched: Touched, facts: dict[str, Any], description: str | None = None
 ) -> list[dict[str, Any]]:
@@ -240,7 +249,7 @@ def source(site: str) -> dict[str, Any]:
     return {
         "site": site or "hub",
         "observer": {"display": "Haaglanden FHIR hub"},
-        "type": [coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
+        "type": [_APPLICATION_SERVER],
     }
 
 
@@ -248,15 +257,15 @@ def patient_entity(patient_id: str, bsn: str | None) -> dict[str, Any]:
     what: dict[str, Any] = {"reference": f"Patient/{patient_id}"}
     if bsn:
         what["identifier"] = {"system": BSN_SYSTEM, "value": bsn}
-    return {"what": what, "type": coding(ENTITY_TYPE, "1", "Person"), "role": coding(OBJECT_ROLE, "1", "Patient")}
+    return {"what": what, "type": _PERSON, "role": _PATIENT}
 
 
 def _object_entities(refs: Sequence[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
         {
             "what": {"reference": r},
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
+            "type": _SYSTEM_OBJECT,
+            "role": _DOMAIN_RESOURCE,
         }
         for r in refs[:MAX_OBJECTS]
     ]
