@@ -29,6 +29,8 @@ from hub.store.tables import resource_author
 
 MRN = "http://hub.example.nl/fhir/NamingSystem/mrn"
 LOINC = "http://loinc.org"
+AGB = "http://fhir.nl/fhir/NamingSystem/agb-z"
+ELSEWHERE = "http://other.example.org/fhir"
 CODES = ["8867-4", "8480-6", "8462-4", "29463-7", "8302-2", "39156-5", "2339-0", "4548-4", "2093-3", "718-7"]
 PATIENTS = 300
 OBSERVATIONS_EACH = 8
@@ -79,6 +81,8 @@ def _resources() -> Iterator[dict[str, Any]]:
                 "code": {"coding": [{"system": LOINC, "code": CODES[(n + o) % len(CODES)]}]},
                 "subject": {"reference": f"Patient/{pid}"},
                 "encounter": {"reference": f"Encounter/e{n}-{o % ENCOUNTERS_EACH}"},
+                "performer": [{"identifier": {"system": AGB, "value": f"AGB{n:05d}"}}],  # no literal reference
+                "basedOn": [{"reference": f"{ELSEWHERE}/ServiceRequest/sr{n}"}],  # on another server
                 "effectiveDateTime": f"20{10 + rng.randrange(12)}-{rng.randrange(1, 13):02d}-{day:02d}T12:00:00Z",
                 "valueQuantity": {
                     "value": rng.randrange(40, 200),
@@ -169,6 +173,10 @@ SEARCHES = [
         OBSERVATIONS_EACH,
     ),
     ("_lastUpdated sort", "Observation?_sort=-_lastUpdated&_count=20", set(), 20),
+    # References without a local target: each has a partial index over just such rows.
+    ("reference :identifier", f"Observation?performer:identifier={AGB}|AGB00042", {"idx_reference_id_value"}, 8),
+    ("reference system only", f"Observation?performer:identifier={AGB}|&_count=5", {"idx_reference_id_value"}, 5),
+    ("reference elsewhere", f"Observation?based-on={ELSEWHERE}/ServiceRequest/sr42", {"idx_reference_url"}, 8),
     ("token code and patient", f"Observation?code={LOINC}|8867-4&patient=p5", {"idx_token", "idx_reference"}, None),
 ]
 

@@ -210,8 +210,8 @@ class ReferenceValues:
                 return r.id_value == parts[0]
             if parts[0] == "":
                 return and_(r.id_value == parts[1], r.id_system.is_(None))
-            if parts[1] == "":
-                return r.id_system == parts[0]
+            if parts[1] == "":  # an identifier of this system: one with a value (the partial index's rows)
+                return and_(r.id_system == parts[0], r.id_value.is_not(None))
             return and_(r.id_system == parts[0], r.id_value == parts[1])
         type_mod = clause.modifier if clause.modifier and clause.modifier[0].isupper() else None
         if v.startswith(self.base):
