@@ -22,6 +22,7 @@ from hub.search.extract import (
     extract,
     normalize_string,
     number_range,
+    plan,
     sources,
 )
 from hub.search.registry import Registry, default_registry
@@ -628,3 +629,53 @@ def test_union_branches() -> None:
     assert _branches("A.where(b | c).d") == {"A.where(b | c).d"}  # a union inside a call is no branch
     assert _branches("(A.b) | (A.c).d") == {"A.b", "(A.c).d"}
     assert _branches("A.b)") is None
+
+
+VALUE_TYPES = ("Quantity", "CodeableConcept", "String", "Boolean", "Integer", "Range", "Ratio", "SampledData")
+VALUE_TYPES += ("Time", "DateTime", "Period")
+
+
+@pytest.mark.parametrize(
+    ("expression", "keys"),
+    [
+        ("Observation.code", {"code"}),
+        ("code", {"code"}),  # a member of the root, type name left out
+        ("Observation.value.ofType(Quantity)", {f"value{t}" for t in VALUE_TYPES}),
+        ("(Observation.value as Quantity)", None),  # checked below: every value[x] key, not None
+        ("Observation.subject.where(resolve() is Patient)", {"subject"}),
+        ("Observation.code | Observation.component.code", {"code", "component"}),
+        ("Observation.component[0].code", {"component"}),
+        ("Observation.code.exists()", None),  # answers `false` for a resource without a code
+        ("Observation.code | Observation.where(status = 'final')", None),  # the root itself
+        ("Observation.status = 'final'", None),
+        ("%resource.code", None),
+        ("Observation.code.union(Observation.category)", None),
+    ],
+)
+def test_the_keys_an_expression_reads_first(expression: str, keys: set[str] | None) -> None:
+    """Extraction skips a parameter whose expression reads none of the resource's keys: only sound
+    when every value the expression can give starts from those keys (hub/search/fhirpath.root_keys)."""
+    from hub.search.fhirpath import parse, root_keys
+
+    found = root_keys(parse(expression), "Observation")
+    if expression.startswith("(Observation.value as"):
+        assert found is not None and {"valueQuantity", "valueString"} <= found
+    else:
+        assert found == (None if keys is None else frozenset(keys))
+
+
+def test_skipping_parameters_by_the_keys_they_read_changes_no_row() -> None:
+    """Every resource of two Synthea records (all the types it has), extracted with and without the skip."""
+    registry = default_registry()
+    resources = [e["resource"] for f in synthea_files()[2:4] for e in synthea_bundle(f.name)["entry"]]
+    with_skip = [extract(r, registry) for r in resources]
+    entries = [e for rt in {r["resourceType"] for r in resources} for e in plan(rt, registry)]
+    saved = [e.evaluator.reads for e in entries]
+    try:
+        for e in entries:
+            e.evaluator.reads = None
+        assert [extract(r, registry) for r in resources] == with_skip
+    finally:
+        for e, reads in zip(entries, saved, strict=True):
+            e.evaluator.reads = reads
+    assert sum(reads is not None for reads in saved) > 100

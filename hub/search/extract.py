@@ -791,9 +791,13 @@ def extract_tuples(
     root: Node = (resource, rt)
     focus = [root]
     out: dict[str, list[tuple[Any, ...]]] = {}
+    keys = resource.keys()
     for entry in plan(rt, reg):
         if codes is not None and entry.code not in codes:
             continue
+        reads = entry.evaluator.reads
+        if reads is not None and keys.isdisjoint(reads):
+            continue  # none of what the expression reads is there (most parameters, for most resources)
         try:
             nodes = entry.evaluator.fn(focus, root)
             if not nodes:

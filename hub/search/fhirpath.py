@@ -1080,6 +1080,9 @@ class Evaluator:
     types: frozenset[str]  # static result types (ANY when only known at run time)
     fallback: bool = False  # True when evaluated by fhirpathpy
     text: str = ""  # what was compiled: for a base type only its own union branches
+    # The resource's top-level JSON keys the expression starts from: it gives nothing for a resource
+    # that has none of them. None: not known (the whole resource, %resource, fhirpathpy, ...).
+    reads: frozenset[str] | None = None
 
     def __call__(self, resource: dict[str, Any]) -> list[Node]:
         node: Node = (resource, resource.get("resourceType", self.context_type))
@@ -1177,7 +1180,38 @@ def _build(expression: str, ast: Ast, types: frozenset[str], label: str, root_ty
         fn, out_types = _compile(ast, types, _Ctx(expression, strict, root_type))
     except Unsupported:
         return _fallback_evaluator(expression, label)
-    return Evaluator(expression, label, fn, out_types, text=unparse(ast))
+    reads = root_keys(ast, root_type) if types == {root_type} and _is_resource_type(root_type) else None
+    return Evaluator(expression, label, fn, out_types, text=unparse(ast), reads=reads)
+
+
+def root_keys(ast: Ast, root_type: str) -> frozenset[str] | None:
+    """The top-level JSON keys of a `root_type` resource that `ast` reads first, when every value it
+    can give comes from one of them: a path from the root (`Observation.value.ofType(Quantity)`:
+    the value[x] keys), a union of such paths, and steps on them that give nothing for nothing
+    (members, where(), ofType(), resolve(), an index, ...). None when that cannot be told."""
+    kind = ast[0]
+    if kind == "binop":
+        if ast[1] != "|":
+            return None  # `a or b`, `a = b` ... can answer on empty input
+        left, right = root_keys(ast[2], root_type), root_keys(ast[3], root_type)
+        return None if left is None or right is None else left | right
+    if kind == "ident":  # a member of the root without the type name (`code`), not the root itself
+        return None if _is_type_name(ast[1]) else frozenset(k for k, _ in _props(root_type, ast[1], None))
+    if kind == "member":
+        target = ast[1]
+        if target is not None and target[0] == "ident" and _is_type_name(target[1]):
+            return frozenset(k for k, _ in _props(root_type, ast[2], None))  # `Observation.code`
+        return None if target is None else root_keys(target, root_type)
+    if kind == "call":
+        target, name = ast[1], ast[2]
+        if target is None or name in _ANSWER_EMPTY:
+            return None
+        return root_keys(target, root_type)
+    if kind == "typeop":
+        return root_keys(ast[2], root_type)
+    if kind == "index":
+        return root_keys(ast[1], root_type)
+    return None
 
 
 # ------------------------------------------------------------------------------------------ fallback
