@@ -546,9 +546,15 @@ def _composite(entry: PlanEntry, nodes: list[Node], root: Node) -> list[Row]:
     """One row per element instance and combination of its components' values; none if a component is empty."""
     rows: list[Row] = []
     for node in nodes:
+        # Every component's nodes first: most instances lack one (an Observation has one kind of
+        # value, so three of its four code-value-* composites end here), and converting the
+        # others' values before finding that out was most of the composites' cost.
+        found = [evaluator.on([node], root) for evaluator, _ in entry.components]
+        if not all(found):
+            continue
         parts: list[list[Parts]] = []
-        for evaluator, conv in entry.components:
-            values = [v for n in evaluator.on([node], root) for v in conv(n, entry)]
+        for (_, conv), component_nodes in zip(entry.components, found, strict=True):
+            values = [v for n in component_nodes for v in conv(n, entry)]
             if not values:
                 break
             parts.append(values)
