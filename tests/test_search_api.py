@@ -578,6 +578,54 @@ def test_reference_chains(linked: TestClient) -> None:
     check(REFERENCE_CHAINS_CASES, lambda query: ids(linked, "Observation", list(parse_qsl(query))))
 
 
+def test_derived_reference_parameters_keep_to_their_target_type(linked: TestClient) -> None:
+    """Observation `patient` and Encounter `practitioner` have no rows of their own: they read
+    subject's / participant's rows of their one target type (hub/search/extract.py
+    derived_references). Everywhere a parameter is named (search, :missing, chains, _has, _include,
+    _revinclude, _sort, compartments), a subject that is a Group must stay out."""
+    put(
+        linked,
+        {**obs("o7", coding(LOINC, "8867-4")), "subject": {"identifier": {"system": BSN, "value": "999911120"},
+                                                           "type": "Patient"}},
+        {
+            "resourceType": "Encounter",
+            "id": "e3",
+            "status": "finished",
+            "class": coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB"),
+            "subject": {"reference": "Group/g1"},
+            "participant": [{"individual": {"reference": "Practitioner/prac-boer"}}],
+        },
+    )  # fmt: skip
+    o = "Observation"
+    assert ids(linked, o, {"patient:missing": "true"}) == {"o3", "o5"}  # a Group; an untyped identifier
+    assert ids(linked, o, {"patient:missing": "false"}) == {"o1", "o2", "o6", "o7"}
+    # typed by Reference.type alone, found by its identifier (resolve() could not tell its type)
+    assert ids(linked, o, {"patient:identifier": f"{BSN}|999911120"}) == {"o7"}
+    assert ids(linked, o, {"subject:identifier": f"{BSN}|999911120"}) == {"o5", "o7"}
+    assert ids(linked, o, {"patient.name": "jansen"}) == {"o1", "o6"}  # not Group g1 named Jansen
+    assert ids(linked, "Group", {"_has:Observation:patient:code": "85354-9"}) == set()
+    assert ids(linked, "Group", {"_has:Observation:subject:code": "85354-9"}) == {"g1"}
+    assert ids(linked, "Patient", {"_has:Observation:patient:code": "29463-7"}) == {"p1"}
+    body = search(linked, o, {"_id": "o1,o3", "_include": "Observation:patient"})
+    assert included(body) == ["Patient/p1"]
+    body = search(linked, o, {"_id": "o1,o3", "_include": "Observation:subject"})
+    assert sorted(included(body)) == ["Group/g1", "Patient/p1"]
+    assert included(search(linked, "Group", {"_id": "g1", "_revinclude": "Observation:patient"})) == []
+    assert sorted(included(search(linked, "Group", {"_id": "g1", "_revinclude": "Observation:subject"}))) == [
+        "Observation/o3"
+    ]
+    assert sorted(included(search(linked, "Group", {"_id": "g1", "_revinclude": "*:patient"}))) == []
+    assert "Encounter/e1" in included(search(linked, "Patient", {"_id": "p1", "_revinclude": "*:patient"}))
+    assert matches(search(linked, o, {"_id": "o2,o6,o1,o3", "_sort": "-patient,_id"}))[:3] == ["o2", "o1", "o6"]
+    assert ids(linked, "Patient/p1/Encounter") == {"e1"}
+    assert ids(linked, "Encounter", {"patient": "g1"}) == set()
+    assert ids(linked, "Encounter", {"subject": "Group/g1"}) == {"e3"}
+    assert ids(linked, "Encounter", {"practitioner": "prac-boer"}) == {"e3"}
+    assert ids(linked, "Encounter", {"practitioner:missing": "true"}) == {"e1", "e2"}
+    assert ids(linked, "Encounter", {"participant:Practitioner.family": "de boer"}) == {"e3"}
+    assert ids(linked, "Encounter", {"practitioner.family": "de boer"}) == {"e3"}
+
+
 def test_reference_version_specific_and_canonical(client: TestClient) -> None:
     put(
         client,

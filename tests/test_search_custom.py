@@ -172,3 +172,40 @@ def test_shadowing_the_source_of_a_derived_parameter(client: TestClient) -> None
     assert client.delete("/fhir/SearchParameter/code-text").status_code in (200, 204)
     assert combo("1-1") == {"o1"} and combo("3-3") == {"o2"}  # from the standard `code` again
     assert ids(client.get("/fhir/Observation", params={"code": "http://loinc.org|3-3"}).json()) == {"o2"}
+
+
+def test_shadowing_the_source_of_a_derived_reference_parameter(client: TestClient) -> None:
+    """Observation `patient` has no rows of its own: it reads subject's rows of type Patient
+    (hub/search/extract.py derived_references). A custom `subject` on Observation (here: its focus)
+    ends that: `patient` gets rows of its own at once, and loses them when the custom one goes."""
+    client.put("/fhir/Patient/p", json=patient(id="p"), headers=JSON)
+    focused = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": "Patient/p"}, "focus": [{"reference": "Patient/other"}]}  # fmt: skip
+    client.put("/fhir/Observation/o1", json=focused, headers=JSON)
+
+    def found(**params: str) -> set[str]:
+        r = client.get("/fhir/Observation", params=params)
+        assert r.status_code == 200, r.text
+        assert not warnings(r.json())
+        return ids(r.json())
+
+    assert found(patient="p") == {"o1"} and found(subject="Patient/p") == {"o1"}
+    custom = {
+        "resourceType": "SearchParameter",
+        "id": "subject-focus",
+        "url": "http://example.org/SearchParameter/Observation-subject-focus",
+        "name": "SubjectFocus",
+        "status": "active",
+        "description": "Observation.focus, under the name subject",
+        "code": "subject",
+        "base": ["Observation"],
+        "type": "reference",
+        "expression": "Observation.focus",
+    }
+    r = client.put("/fhir/SearchParameter/subject-focus", json=custom, headers=JSON)
+    assert r.status_code == 201, r.text
+    assert found(subject="Patient/other") == {"o1"} and found(subject="Patient/p") == set()
+    assert found(patient="p") == {"o1"} and found(patient="other") == set()  # its own rows now
+    assert client.delete("/fhir/SearchParameter/subject-focus").status_code in (200, 204)
+    assert found(patient="p") == {"o1"} and found(subject="Patient/p") == {"o1"}
+    assert found(patient="other") == set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from support import NICTIZ_EXAMPLES, SYNTHEA, nictiz_example_files, synthea_bundle, synthea_files
 
+from hub.fhirmodel.structure import structure
 from hub.formats.outcome import FhirError
 from hub.search.compartment import patient_ids
 from hub.search.extract import (
@@ -19,6 +21,7 @@ from hub.search.extract import (
     _branches,
     date_range,
     derived_params,
+    derived_references,
     extract,
     normalize_string,
     number_range,
@@ -193,7 +196,7 @@ def test_reference_forms() -> None:
         {"url": "urn:uuid:0b6f8f52-0a4b-4c7e-9d7c-6d3e8e6f1a11"},
         {"target_type": "Practitioner", "id_system": "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers", "id_value": "123"},
     ]
-    assert rows(obs, "reference", "patient") == [{"target_type": "Patient", "target_id": "p1", "target_version": "3"}]
+    assert rows(obs, "reference", "patient") == []  # derived: subject's Patient rows answer it (derived_references)
     assert rows(obs, "reference", "based-on") == []
 
 
@@ -679,3 +682,99 @@ def test_skipping_parameters_by_the_keys_they_read_changes_no_row() -> None:
         for e, reads in zip(entries, saved, strict=True):
             e.evaluator.reads = reads
     assert sum(reads is not None for reads in saved) > 100
+
+
+# --- derived reference parameters ----------------------------------------------------------------
+
+
+def test_derived_references_are_another_parameter_of_one_target_type() -> None:
+    """Observation `patient` is `subject.where(resolve() is Patient)`: no rows of its own, searches
+    read subject's rows with target_type Patient (tests/test_search_api.py searches them)."""
+    registry = default_registry()
+    assert derived_references("Observation", registry) == {"patient": ("subject", "Patient")}
+    assert derived_references("Encounter", registry) == {
+        "patient": ("subject", "Patient"),
+        "practitioner": ("participant", "Practitioner"),
+    }
+    assert derived_references("Person", registry) == {
+        "patient": ("link", "Patient"),
+        "practitioner": ("link", "Practitioner"),
+        "relatedperson": ("link", "RelatedPerson"),
+    }
+    assert derived_references("AllergyIntolerance", registry) == {}  # its `patient` is an element of its own
+    assert derived_references("Patient", registry) == {}
+    assert sum(len(derived_references(t, registry)) for t in structure().resource_types) == 47
+    rows = extract({"resourceType": "Observation", "subject": {"reference": "Patient/p"}})["reference"]
+    indexed = {r["param"] for r in rows}
+    assert indexed == {"subject"}
+
+
+def test_a_custom_source_ends_the_derivation() -> None:
+    """A custom `subject` on Observation may mean anything: `patient` needs rows of its own again."""
+    registry = Registry.load()
+    registry.add(
+        {
+            "resourceType": "SearchParameter",
+            "url": "http://example.org/SearchParameter/Observation-subject-focus",
+            "status": "active",
+            "code": "subject",
+            "base": ["Observation"],
+            "type": "reference",
+            "expression": "Observation.focus",
+        }
+    )
+    assert derived_references("Observation", registry) == {}
+    obs = {"resourceType": "Observation", "subject": {"reference": "Patient/p"}, "focus": [{"reference": "Group/g"}]}
+    rows = {(r["param"], r["target_type"]) for r in extract(obs, registry)["reference"]}
+    assert rows == {("subject", "Group"), ("focus", "Group"), ("patient", "Patient")}
+
+
+def _local_references(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bundle's resources with its urn:uuid references rewritten to Type/id, as a load stores them."""
+    local = {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    text = json.dumps([e["resource"] for e in bundle["entry"]])
+    for urn, ref in local.items():
+        text = text.replace(f'"{urn}"', f'"{ref}"')
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def test_derived_references_find_the_rows_their_own_expression_gave() -> None:
+    """Every resource of three Synthea records (references made local, and as they come, by urn:uuid),
+    the Nictiz examples and a few hand-made references, extracted as before (each parameter its own
+    rows) and as now: the source's rows of the type hold exactly the derived parameter's old rows,
+    plus a reference typed only by Reference.type (a logical reference by identifier), by design."""
+    registry = default_registry()
+    own = Registry.load()  # indexes every parameter itself: no derived references
+    own.derived_refs.update({t: {} for t in structure().resource_types})
+    resources = [r for f in synthea_files()[2:5] for r in _local_references(synthea_bundle(f.name))]
+    resources += [e["resource"] for e in synthea_bundle(synthea_files()[2].name)["entry"]]
+    if NICTIZ_EXAMPLES.is_dir():
+        parse_xml = pytest.importorskip("hub.formats.xml").parse_xml
+        resources += [parse_xml(path.read_bytes()) for path in nictiz_example_files()]
+    typed_only = {"identifier": {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "999911120"}}
+    resources += [
+        {"resourceType": "Observation", "subject": {**typed_only, "type": "Patient"}},
+        {"resourceType": "Observation", "subject": typed_only},
+        {"resourceType": "Observation", "subject": {"reference": "https://elders.example/fhir/Patient/p9"}},
+        {"resourceType": "Observation", "subject": {"reference": "Group/g1"}},
+        {"resourceType": "Encounter", "participant": [{"individual": {"reference": "Practitioner/d1"}},
+                                                      {"individual": {"reference": "RelatedPerson/r1"}}]},
+        {"resourceType": "Appointment", "participant": [{"actor": {"reference": "Location/l1"}},
+                                                        {"actor": {"reference": "Patient/p1"}}]},
+    ]  # fmt: skip
+    compared = extra = 0
+    for res in resources:
+        rt = res["resourceType"]
+        before, now = extract(res, own).get("reference", []), extract(res, registry).get("reference", [])
+        derived = derived_references(rt, registry)
+        assert [r for r in before if r["param"] not in derived] == now  # everything else as it was
+        for code, (source, kind) in derived.items():
+            old = [{**r, "param": source} for r in before if r["param"] == code]
+            new = [r for r in now if r["param"] == source and r.get("target_type") == kind]
+            assert all(r in new for r in old), (rt, code, res.get("id"))
+            for r in new:
+                if r not in old:  # typed by Reference.type alone: no literal reference to resolve()
+                    assert r.get("target_id") is None and r.get("id_value"), (rt, code, r)
+                    extra += 1
+            compared += len(old)
+    assert compared > 2000 and extra == 1

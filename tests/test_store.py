@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from hub.app import Services
 from hub.store import bulk, schema
 from hub.store.database import Database
-from hub.store.tables import INDEX_TABLES, idx_token, metadata, resource
+from hub.store.tables import INDEX_TABLES, idx_reference, idx_token, metadata, resource
 
 JSON = {"Content-Type": "application/fhir+json"}
 
@@ -117,6 +117,75 @@ def test_migration_0009_drops_the_rows_of_derived_parameters(tmp_path: Path) -> 
         quantities = list(conn.execute(select(idx_quantity.c.param)).scalars())
     assert tokens == ["code", "component-code"]
     assert quantities == ["combo-value-quantity"]  # a custom parameter's own rows stay
+    engine.dispose()
+
+
+def test_migration_0013_drops_the_rows_of_derived_reference_parameters(tmp_path: Path) -> None:
+    """`patient` rows that repeated `subject`'s are dropped, the fixed list agrees with the
+    registry's derivation, and a code whose source a stored custom SearchParameter defines keeps its rows."""
+    import importlib
+
+    from alembic import command
+    from sqlalchemy import create_engine, insert
+
+    from hub.fhirmodel.structure import structure
+    from hub.search.extract import derived_references
+    from hub.search.registry import default_registry
+
+    migration = importlib.import_module("hub.store.migrations.versions.0013_derived_reference_rows")
+    registry = default_registry()
+    now = {
+        (rt, code, src)
+        for rt in structure().resource_types
+        for code, (src, _) in derived_references(rt, registry).items()
+    }
+    assert {(rt, code, src) for rt, pairs in migration.DERIVED.items() for code, src in pairs} == now
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = schema.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0012")
+    custom = {"resourceType": "SearchParameter", "id": "x", "code": "subject", "base": ["Encounter"]}
+    with engine.begin() as conn:
+        for pk, (rt, rid, content) in enumerate(
+            [
+                ("Observation", "o1", {"resourceType": "Observation"}),
+                ("Encounter", "e1", {"resourceType": "Encounter"}),
+                ("SearchParameter", "x", custom),
+            ],
+            start=1,
+        ):
+            conn.execute(
+                insert(resource).values(
+                    pk=pk,
+                    res_type=rt,
+                    res_id=rid,
+                    version_id=1,
+                    last_updated=datetime(2026, 1, 1),
+                    is_current=True,
+                    deleted=False,
+                    method="PUT",
+                    content=json.dumps(content).encode(),
+                )
+            )
+        for pk, rt in ((1, "Observation"), (2, "Encounter")):
+            for code in ("subject", "patient", "performer"):
+                conn.execute(
+                    insert(idx_reference).values(
+                        resource_pk=pk, res_type=rt, param=code, target_type="Patient", target_id="p"
+                    )
+                )
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        left = sorted(conn.execute(select(idx_reference.c.res_type, idx_reference.c.param)).all())
+    assert left == [
+        ("Encounter", "patient"),  # the custom `subject` on Encounter: `patient` is its own again
+        ("Encounter", "performer"),
+        ("Encounter", "subject"),
+        ("Observation", "performer"),
+        ("Observation", "subject"),
+    ]
     engine.dispose()
 
 

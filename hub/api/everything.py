@@ -17,6 +17,7 @@ from hub.fhirmodel.structure import structure
 from hub.formats.dates import parse_instant
 from hub.formats.outcome import FhirError, invalid, not_found
 from hub.pipeline import Context, Result
+from hub.search.compartment import index_params
 from hub.search.engine import Page
 from hub.search.planner import ReferenceValues
 from hub.search.query import SearchQuery
@@ -27,9 +28,10 @@ DEFAULT_COUNT = 200
 
 
 def _compartment_pairs(registry: Any) -> list[tuple[str, str]]:
+    """(type, parameter) of the index rows that put a resource in a Patient's compartment."""
     from hub.search.registry import patient_compartment
 
-    return [(rt, code) for rt, codes in patient_compartment().items() for code in codes]
+    return [(rt, code) for rt in patient_compartment() for code in index_params(registry, "Patient", rt)]
 
 
 def members(registry: Any, patient_ids: list[str], local: Any) -> Any:

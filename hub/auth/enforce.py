@@ -40,7 +40,7 @@ from hub.pipeline import (
     Principal,
     Result,
 )
-from hub.search.compartment import patient_ids
+from hub.search.compartment import index_params, patient_ids
 from hub.search.planner import ReferenceValues
 from hub.store.repository import Stored
 from hub.store.tables import idx_reference, resource
@@ -174,7 +174,7 @@ class Authorisation:
         def constraint(types: list[str], r: Any = resource) -> Any:
             options = []
             for t in types:
-                params = registry.compartment_params("Patient", t)
+                params = index_params(registry, "Patient", t)
                 if t == "Patient":
                     options.append(and_(r.c.res_type == "Patient", r.c.res_id == patient_id))
                 elif params:

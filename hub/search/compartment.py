@@ -9,8 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.search.extract import row_scope
 from hub.search.fhirpath import parse_reference
 from hub.search.registry import Registry, default_registry
+
+
+def index_params(registry: Registry, owner_type: str, resource_type: str) -> tuple[str, ...]:
+    """The parameters whose idx_reference rows put a `resource_type` in an `owner_type`'s compartment,
+    for a query that also asks for target_type = owner_type (every compartment query does). A derived
+    reference parameter (Observation `patient` = `subject` where Patient) reads its source's rows;
+    that query's own condition restricts them as the derivation does."""
+    out: list[str] = []
+    for code in registry.compartment_params(owner_type, resource_type):
+        codes, kind = row_scope(resource_type, code, registry)
+        if kind in (None, owner_type):  # (a parameter derived for another type never points at the owner)
+            out.extend(c for c in codes if c not in out)
+    return tuple(out)
 
 
 def patient_ids(

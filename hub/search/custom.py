@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, func, not_, select
 
 from hub.formats.outcome import FhirError
 from hub.pipeline import CREATE, DELETE, PATCH, UPDATE, Context, Result
-from hub.search.extract import derived_params, extract_tuples
+from hub.search.extract import derived_params, derived_references, extract_tuples
 from hub.search.registry import Registry, SearchParam
 from hub.store import bulk
 from hub.store.tables import INDEX_TABLES, resource
@@ -113,8 +113,9 @@ class CustomSearchParameters:
         for base in {b for b, _ in affected if b not in ("Resource", "DomainResource")}:
             # A custom parameter that shadows the source of a derived one (Observation `code` for
             # combo-code) makes that one need rows of its own again, and the reverse.
-            before, after = derived_params(base, live), derived_params(base, scratch)
-            affected |= {(base, c) for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
+            for derived in (derived_params, derived_references):
+                before, after = derived(base, live), derived(base, scratch)
+                affected |= {(base, c) for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
         for base, code in sorted(affected):
             # Whatever indexed (base, code) before, what the registry now says replaces it.
             _drop(ctx.conn, base, code)

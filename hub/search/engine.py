@@ -16,7 +16,8 @@ from hub.fhirmodel.structure import structure
 from hub.formats.outcome import invalid, not_found, operation_outcome
 from hub.formats.subset import parse_summary
 from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
-from hub.search.planner import Planner, ReferenceValues, base_select
+from hub.search.compartment import index_params
+from hub.search.planner import Planner, ReferenceValues, base_select, param_scope
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
 from hub.search.registry import COMPARTMENTS
 from hub.store.repository import READ_COLUMNS, Stored, stored_from_row
@@ -115,7 +116,7 @@ class SearchEngine:
         owner_type, owner_id = i.res_type or "", i.res_id or ""
         if owner_type not in COMPARTMENTS:
             raise invalid(f"{owner_type} is not a compartment (the compartments are {', '.join(COMPARTMENTS)})")
-        params = self.registry.compartment_params(owner_type, types[0])
+        params = index_params(self.registry, owner_type, types[0])
         if not params and owner_type != types[0]:  # the owner is in its own compartment ({def})
             raise invalid(f"{types[0]} is not in the {owner_type} compartment")
         owner = ctx.repo.current(owner_type, owner_id)
@@ -309,7 +310,8 @@ class SearchEngine:
             r.c.resource_pk.in_(pks), r.c.target_id.is_not(None), _local(ctx)
         )
         if inc.code != "*":
-            stmt = stmt.where(r.c.param == inc.code)
+            types = [inc.source_type] if inc.source_type != "*" else sorted({s.res_type for s in sources})
+            stmt = stmt.where(param_scope(self.registry, r, types, inc.code))
         if inc.target_type:
             stmt = stmt.where(r.c.target_type == inc.target_type)
         keys = {(t, i) for t, i in ctx.conn.execute(stmt) if t}
@@ -322,10 +324,11 @@ class SearchEngine:
         if not keys:
             return []
         stmt = select(r.c.resource_pk).where(tuple_(r.c.target_type, r.c.target_id).in_(keys), _local(ctx))
-        if inc.source_type != "*":
-            stmt = stmt.where(r.c.res_type == inc.source_type)
         if inc.code != "*":
-            stmt = stmt.where(r.c.param == inc.code)
+            types = [inc.source_type] if inc.source_type != "*" else sorted(structure().resource_types)
+            stmt = stmt.where(param_scope(self.registry, r, types, inc.code))
+        elif inc.source_type != "*":
+            stmt = stmt.where(r.c.res_type == inc.source_type)
         pks = sorted({row[0] for row in ctx.conn.execute(stmt.limit(MAX_INCLUDES))})
         return ctx.repo.by_pks(pks)
 

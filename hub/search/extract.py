@@ -594,7 +594,7 @@ def plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
 
 def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
     entries: list[PlanEntry] = []
-    derived = derived_params(resource_type, registry)
+    derived = derived_params(resource_type, registry).keys() | derived_references(resource_type, registry).keys()
     for param in registry.for_type(resource_type):
         code = param.code
         if not param.indexed or code in derived:  # a derived one's rows would repeat its sources'
@@ -639,13 +639,72 @@ def sources(resource_type: str, code: str, registry: Registry) -> tuple[str, ...
     return derived_params(resource_type, registry).get(code, (code,))
 
 
+def row_scope(resource_type: str, code: str, registry: Registry) -> tuple[tuple[str, ...], str | None]:
+    """Which index rows answer `code` on this type: the parameter codes (see `sources`) and, for a
+    reference parameter derived from another by its target type (see derived_references), that type,
+    which the rows' `target_type` must have. Every query over index rows by parameter goes through this
+    (hub.search.planner.param_scope)."""
+    ref = derived_references(resource_type, registry).get(code)
+    if ref is not None:
+        return (ref[0],), ref[1]
+    return sources(resource_type, code, registry), None
+
+
+def derived_references(resource_type: str, registry: Registry) -> dict[str, tuple[str, str]]:
+    """Standard reference parameters that are another reference parameter restricted to one target
+    type, code -> (source code, type): Observation `patient` is `subject.where(resolve() is Patient)`,
+    Encounter `practitioner` is `participant.where(resolve() is Practitioner)`. Their rows would repeat
+    the source's rows of that type (7 % of the Synthea set's index rows), so writes skip them and
+    searches read the source's rows with `target_type` = the type.
+
+    One difference, on purpose: a reference that names its type only in `Reference.type` (a logical
+    reference by identifier, e.g. a BSN) counts as one of that type, so `patient:identifier=...` finds
+    it; FHIRPath's resolve() cannot tell its type from the reference text. Cached on the registry."""
+    cached = registry.derived_refs.get(resource_type)
+    if cached is None:
+        cached = registry.derived_refs[resource_type] = _derive_references(resource_type, registry)
+    return cached
+
+
+_WHERE_RESOLVE_IS = re.compile(r"^(.+)\.where\(\(?resolve\(\) is ([A-Z][A-Za-z]*)\)?\)$")
+
+
+def _derive_references(resource_type: str, registry: Registry) -> dict[str, tuple[str, str]]:
+    refs: dict[str, tuple[frozenset[str], SearchParam]] = {}
+    for param in registry.for_type(resource_type):
+        if not param.indexed or param.custom or param.type != "reference":
+            continue
+        evaluator = _evaluator(param, resource_type)
+        branches = _branches(evaluator.text or evaluator.expression) if evaluator and not evaluator.fallback else None
+        if branches:
+            refs[param.code] = (branches, param)
+    out: dict[str, tuple[str, str]] = {}
+    for code, (branches, param) in refs.items():
+        matches = [_WHERE_RESOLVE_IS.match(b) for b in branches]
+        if not all(matches):
+            continue
+        kinds = {m.group(2) for m in matches if m}
+        inner = frozenset(" ".join(m.group(1).split()) for m in matches if m)
+        if len(kinds) != 1:
+            continue
+        kind = kinds.pop()
+        if param.targets and param.targets != (kind,):
+            continue
+        for source, (source_branches, source_param) in sorted(refs.items()):
+            takes_kind = not source_param.targets or kind in source_param.targets
+            if source != code and source_branches == inner and takes_kind:
+                out[code] = (source, kind)
+                break
+    return out
+
+
 def derived_params(resource_type: str, registry: Registry) -> dict[str, tuple[str, ...]]:
     """Standard parameters whose expression on this type is the union of other standard parameters'
     of the same search type and conversion, e.g. Observation `combo-code` = `code` | `component-code`:
     their rows would repeat the sources' rows (12 % of the Synthea set's index rows), so writes skip
     them and searches read the sources' rows (`param IN (...)`): matching, :missing, :not and _sort
-    (lowest / highest over all values) give the same answers. References are left out: chains,
-    includes and compartments name their parameters directly. Cached on the registry."""
+    (lowest / highest over all values) give the same answers. Reference parameters derive another
+    way (derived_references). Cached on the registry."""
     cached = registry.derived.get(resource_type)
     if cached is None:
         cached = registry.derived[resource_type] = _derive(resource_type, registry)

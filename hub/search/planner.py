@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement as Col
 
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
-from hub.search.extract import sources
+from hub.search.extract import row_scope
 from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
 from hub.store.tables import (
     idx_composite,
@@ -411,8 +411,7 @@ class Planner:
             )
             options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
         sub = select(ref.c.resource_pk).where(
-            ref.c.res_type.in_(types) if len(types) > 1 else ref.c.res_type == types[0],
-            ref.c.param == clause.code,
+            self.param_scope(ref, types, clause.code),
             or_(*options),
             self.refs.local(ref.c),  # another server's Patient/p1 is not our Patient/p1
         )
@@ -432,8 +431,7 @@ class Planner:
             *(c([link.source_type], source) for c in self.constraints),
         )
         ids = select(ref.c.target_id).where(
-            ref.c.res_type == link.source_type,
-            ref.c.param == link.reference_code,
+            self.param_scope(ref, [link.source_type], link.reference_code),
             ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
             ref.c.resource_pk.in_(matching),
             self.refs.local(ref.c),
@@ -467,19 +465,25 @@ class Planner:
         return select(col).where(table.c.resource_pk == r.c.pk, self.param_scope(table, types, code)).scalar_subquery()
 
     def param_scope(self, table: Any, types: list[str], code: str) -> Col[bool]:
-        """The index rows of parameter `code` on these types: its own, or for a derived parameter
-        (Observation combo-code) its sources' (hub.search.extract.derived_params)."""
-        groups: dict[tuple[str, ...], list[str]] = {}
-        for t in types:
-            groups.setdefault(sources(t, code, self.registry), []).append(t)
-        terms = [
-            and_(
-                table.c.res_type.in_(ts) if len(ts) > 1 else table.c.res_type == ts[0],
-                table.c.param.in_(codes) if len(codes) > 1 else table.c.param == codes[0],
-            )
-            for codes, ts in groups.items()
+        return param_scope(self.registry, table, types, code)
+
+
+def param_scope(registry: Any, table: Any, types: list[str], code: str) -> Col[bool]:
+    """The index rows of parameter `code` on these types: its own, or for a derived parameter
+    (Observation combo-code, Observation patient) its sources' (hub.search.extract.row_scope)."""
+    groups: dict[tuple[tuple[str, ...], str | None], list[str]] = {}
+    for t in types:
+        groups.setdefault(row_scope(t, code, registry), []).append(t)
+    terms = []
+    for (codes, target_type), ts in groups.items():
+        term = [
+            table.c.res_type.in_(ts) if len(ts) > 1 else table.c.res_type == ts[0],
+            table.c.param.in_(codes) if len(codes) > 1 else table.c.param == codes[0],
         ]
-        return terms[0] if len(terms) == 1 else or_(*terms)
+        if target_type is not None:
+            term.append(table.c.target_type == target_type)
+        terms.append(and_(*term))
+    return terms[0] if len(terms) == 1 else or_(*terms)
 
 
 def _yields_code(param: Any, types: list[str]) -> bool:

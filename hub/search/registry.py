@@ -93,6 +93,7 @@ class Registry:
         self._by_url: dict[str, SearchParam] = {}
         self.plans: dict[str, Any] = {}  # per resource type, built by hub.search.extract; reset on change
         self.derived: dict[str, dict[str, tuple[str, ...]]] = {}  # likewise (hub.search.extract.sources)
+        self.derived_refs: dict[str, dict[str, tuple[str, str]]] = {}  # likewise (extract.derived_references)
         self._standard = {p.url: p for p in params if not p.custom}  # to restore what a custom one replaced
         for p in params:
             self._register(p)
@@ -180,8 +181,7 @@ class Registry:
             if clash is not None and clash.custom and clash.url != p.url:
                 self._unregister(clash)  # a newer custom definition of the same code wins
         self._register(p)
-        self.plans.clear()
-        self.derived.clear()
+        self._changed()
         return p
 
     def remove(self, url: str) -> None:
@@ -189,8 +189,12 @@ class Registry:
         p = self._by_url.get(url)
         if p is not None and p.custom:
             self._unregister(p)
-            self.plans.clear()
-            self.derived.clear()
+            self._changed()
+
+    def _changed(self) -> None:
+        self.plans.clear()
+        self.derived.clear()
+        self.derived_refs.clear()
 
     def _check_expression(self, p: SearchParam, base: str) -> None:
         assert p.expression is not None
