@@ -135,9 +135,6 @@ def _tally(summary: LoadSummary, where: str, response: dict[str, Any]) -> None:
             summary.failures.append((f"{where} entry {n}", f"{status}: {issues[0].get('diagnostics', '')}"))
 
 
-STATISTICS_FROM = 2000  # resources loaded before the first refresh of the planner statistics; then at each doubling
-
-
 def load_paths(
     services: Any,
     paths: Iterable[Path],
@@ -152,7 +149,6 @@ def load_paths(
     summary = LoadSummary()
     principal = Principal(kind="local", client_id="hub load", organisation_ura=holder_ura)
     bar = tqdm(total=len(files), unit="file", disable=not progress, dynamic_ncols=True)
-    analysed_at = 0  # resources loaded when the planner statistics were last refreshed
     for path in files:
         summary.files += 1
         try:
@@ -168,12 +164,6 @@ def load_paths(
             summary.failures.append((str(path), f"unreadable: {err}"))
         bar.update(1)
         bar.set_postfix_str(f"{summary.resources} resources, {len(summary.failures)} failed")
-        if summary.resources >= max(2 * analysed_at, STATISTICS_FROM):
-            # PostgreSQL plans the load's own look-ups (conditional references, the current version)
-            # from statistics; left at those of the empty tables (autovacuum off, or not yet run),
-            # its plans turned from 0.2 ms into seconds a statement as the tables grew.
-            services.db.refresh_statistics()
-            analysed_at = summary.resources
     bar.close()
     if summary.resources:
         services.db.refresh_statistics()  # searches right after a load need current planner statistics

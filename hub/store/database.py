@@ -9,11 +9,13 @@ from sqlalchemy import Connection, Engine
 
 from hub.store import schema
 from hub.store.engine import WRITE, make_engine
+from hub.store.statistics import WRITTEN, PlannerStatistics
 
 
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.statistics = PlannerStatistics(self._analyze, self._known_rows)
 
     @classmethod
     def connect(cls, url: str, *, migrate: bool = True) -> Database:
@@ -35,23 +37,38 @@ class Database:
         with self.engine.connect() as conn:
             if write:
                 conn = conn.execution_options(**WRITE)
+                conn.info[WRITTEN] = 0
             with conn.begin():
                 yield conn
+            if write and self.dialect == "postgresql":
+                self.statistics.wrote(conn.info.pop(WRITTEN, 0))
 
     def refresh_statistics(self) -> None:
         """Bring the query planner's statistics up to date after a bulk load. Without them PostgreSQL
         plans searches over the index tables from stale row counts (a nested loop over what it thinks
         is an empty table can take minutes); autovacuum would catch up only later."""
-        from hub.store.tables import metadata
-
         if self.dialect == "postgresql":
-            with self.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-                    "ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)
-                )
+            self.statistics.wait()
+            self._analyze()
+            self.statistics.refreshed()
         else:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA optimize")
 
+    def _analyze(self) -> None:
+        from hub.store.tables import metadata
+
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "ANALYZE " + ", ".join(t.name for t in metadata.sorted_tables)
+            )
+
+    def _known_rows(self) -> int:
+        """The resource rows PostgreSQL's statistics know of (-1 before the first ANALYZE)."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'resource'::regclass").scalar()
+        return max(int(rows or 0), 0)
+
     def dispose(self) -> None:
+        self.statistics.wait()
         self.engine.dispose()

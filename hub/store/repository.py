@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, t
 from hub.formats import jsonfmt
 from hub.formats.outcome import FhirError, gone, not_found, precondition_failed
 from hub.store import bulk
+from hub.store.statistics import WRITTEN
 from hub.store.tables import INDEX_TABLES, resource
 
 _CHUNK = 400  # rows per IN (...) list: well under SQLite's variable limit
@@ -342,6 +343,7 @@ class Repository:
         results: list[WriteResult],
     ) -> None:
         conn = self.conn
+        conn.info[WRITTEN] = conn.info.get(WRITTEN, 0) + len(new_rows)  # for the planner statistics
         for i in range(0, len(retire), _CHUNK):
             chunk = retire[i : i + _CHUNK]
             conn.execute(update(resource).where(resource.c.pk.in_(chunk)).values(is_current=False))
