@@ -64,7 +64,7 @@ class Database:
             )
 
     def _known_rows(self) -> int:
-        """The resource rows PostgreSQL's statistics know of (-1 before the first ANALYZE)."""
+        """The resource rows PostgreSQL's statistics know of (0 where it has none: reltuples is -1 then)."""
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'resource'::regclass").scalar()
         return max(int(rows or 0), 0)
