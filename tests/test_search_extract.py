@@ -526,6 +526,27 @@ def test_custom_parameter_shadows_a_standard_one_until_removed(registry: Registr
     assert rows(obs, "token", "code", registry) == [{"system": "http://snomed.info/sct", "code": "1"}]
 
 
+def test_a_parameter_added_later_indexes_resources_of_a_shape_seen_before(registry: Registry) -> None:
+    """Extraction remembers which parameters can apply to each (type, top-level keys) shape; a new
+    SearchParameter must be seen for shapes met before it, and key order must not matter."""
+    comm = {"resourceType": "Communication", "status": "completed", "reasonCode": [{"text": "Wilsverklaring"}]}
+    assert rows(comm, "token", "reason-code", registry) == []
+    assert rows(comm, "token", "status", registry) == [{"code": "completed", "system": "http://hl7.org/fhir/event-status"}]
+    registry.add(
+        {
+            "resourceType": "SearchParameter",
+            "url": "http://example.org/SearchParameter/Communication-reason-text",
+            "code": "reason-code",
+            "base": ["Communication"],
+            "type": "token",
+            "expression": "Communication.reasonCode",
+        }
+    )
+    assert rows(comm, "token", "reason-code", registry) == [{"text": "wilsverklaring"}]
+    reordered = dict(reversed(list(comm.items())))
+    assert extract(reordered, registry) == extract(comm, registry)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

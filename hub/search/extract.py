@@ -582,6 +582,7 @@ class PlanEntry:
     targets: frozenset[str]
     components: tuple[tuple[Evaluator, Callable[[Node, PlanEntry], list[Parts]]], ...] = ()
     implicit_system: str | None = None  # token: the system of its `code` values (see implicit_system)
+    prefix: tuple[str, str] = ("", "")  # (resource type, code): what every row of this entry starts with
 
 
 def plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
@@ -616,6 +617,7 @@ def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
                 targets=frozenset(param.targets),
                 components=components,
                 implicit_system=implicit,
+                prefix=(resource_type, code),
             )
         )
     return entries
@@ -856,13 +858,9 @@ def extract_tuples(
     root: Node = (resource, rt)
     focus = [root]
     out: dict[str, list[tuple[Any, ...]]] = {}
-    keys = resource.keys()
-    for entry in plan(rt, reg):
+    for entry in _applicable(rt, reg, tuple(resource)):
         if codes is not None and entry.code not in codes:
             continue
-        reads = entry.evaluator.reads
-        if reads is not None and keys.isdisjoint(reads):
-            continue  # none of what the expression reads is there (most parameters, for most resources)
         try:
             nodes = entry.evaluator.fn(focus, root)
             if not nodes:
@@ -872,10 +870,37 @@ def extract_tuples(
             # Malformed content must not fail the write; the parameter just finds nothing for it.
             log.warning("%s/%s: cannot index %s: %s", rt, resource.get("id"), entry.code, exc)
             continue
-        if rows:
-            prefix = (rt, entry.code)
-            out.setdefault(entry.table, []).extend(prefix + row for row in dict.fromkeys(rows))
+        if not rows:
+            continue
+        bucket = out.get(entry.table)
+        if bucket is None:
+            bucket = out[entry.table] = []
+        prefix = entry.prefix
+        if len(rows) == 1:
+            bucket.append(prefix + rows[0])
+        else:
+            bucket += [prefix + row for row in dict.fromkeys(rows)]
     return out
+
+
+_SHAPES = 4096  # key sets remembered per registry; beyond this the memo starts again
+
+
+def _applicable(rt: str, registry: Registry, keys: tuple[str, ...]) -> list[PlanEntry]:
+    """The plan entries whose expression may find something in a resource with these top-level keys:
+    most parameters of a type read keys that most of its resources lack. Resources of one source
+    come in few shapes (Synthea: ~40 per type), so the answer is memoised per (type, keys)."""
+    memo = registry.shapes
+    found = memo.get((rt, keys))
+    if found is None:
+        present = frozenset(keys)
+        found = [
+            e for e in plan(rt, registry) if e.evaluator.reads is None or not present.isdisjoint(e.evaluator.reads)
+        ]
+        if len(memo) >= _SHAPES:
+            memo.clear()
+        memo[(rt, keys)] = found
+    return found
 
 
 def extract(resource: dict[str, Any], registry: Registry | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -92,6 +92,7 @@ class Registry:
         self._by_type: dict[str, dict[str, SearchParam]] = {}
         self._by_url: dict[str, SearchParam] = {}
         self.plans: dict[str, Any] = {}  # per resource type, built by hub.search.extract; reset on change
+        self.shapes: dict[tuple[str, tuple[str, ...]], Any] = {}  # likewise (extract._applicable)
         self.derived: dict[str, dict[str, tuple[str, ...]]] = {}  # likewise (hub.search.extract.sources)
         self.derived_refs: dict[str, dict[str, tuple[str, str]]] = {}  # likewise (extract.derived_references)
         self._standard = {p.url: p for p in params if not p.custom}  # to restore what a custom one replaced
@@ -193,6 +194,7 @@ class Registry:
 
     def _changed(self) -> None:
         self.plans.clear()
+        self.shapes.clear()
         self.derived.clear()
         self.derived_refs.clear()
 
