@@ -531,7 +531,9 @@ def test_a_parameter_added_later_indexes_resources_of_a_shape_seen_before(regist
     SearchParameter must be seen for shapes met before it, and key order must not matter."""
     comm = {"resourceType": "Communication", "status": "completed", "reasonCode": [{"text": "Wilsverklaring"}]}
     assert rows(comm, "token", "reason-code", registry) == []
-    assert rows(comm, "token", "status", registry) == [{"code": "completed", "system": "http://hl7.org/fhir/event-status"}]
+    assert rows(comm, "token", "status", registry) == [
+        {"code": "completed", "system": "http://hl7.org/fhir/event-status"}
+    ]
     registry.add(
         {
             "resourceType": "SearchParameter",
