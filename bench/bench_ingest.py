@@ -158,12 +158,12 @@ def fresh_database(url: str | None, label: str, tmp: Path, keep: bool = False) -
     assert url is not None
     base = normalise_url(url)
     schema_name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+    sep = "&" if "?" in base else "?"
+    full = f"{base}{sep}options=-csearch_path%3D{schema_name}"
     admin = make_engine(base, pool_size=1, max_overflow=0)
     try:
         with admin.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA {schema_name}"))
-        sep = "&" if "?" in base else "?"
-        full = f"{base}{sep}options=-csearch_path%3D{schema_name}"
         db = Database.connect(full)
         try:
             yield db, full
@@ -172,7 +172,7 @@ def fresh_database(url: str | None, label: str, tmp: Path, keep: bool = False) -
             db.dispose()
     finally:
         if keep:
-            print(f"kept schema {schema_name} (drop it with: DROP SCHEMA {schema_name} CASCADE)")
+            print(f"kept schema {schema_name}: {full} (drop it with: DROP SCHEMA {schema_name} CASCADE)")
         else:
             with admin.begin() as conn:
                 conn.execute(text(f"DROP SCHEMA IF EXISTS {schema_name} CASCADE"))

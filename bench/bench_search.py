@@ -40,6 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=300, help="requests per query (default 300)")
     ap.add_argument("--scale", type=int, default=1, help="load the patient files this many times in all")
     ap.add_argument("--jobs", type=int, default=1, help="processes loading the copies (PostgreSQL; default 1)")
-    ap.add_argument("--keep", action="store_true", help="PostgreSQL: keep the schema afterwards (for EXPLAIN)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the database afterwards (PostgreSQL: its schema; SQLite: its file)"
+    )
+    ap.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure a database a --keep run left (the URL it printed) again, without loading anything",
+    )
     args = ap.parse_args(argv)
+    if args.reuse:
+        return remeasure(args.reuse, args.samples)
     print(f"database: {describe(args.database)}")
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        fresh_database(args.database, "search", Path(tmp), keep=args.keep) as (db, url),
-    ):
+    with ExitStack() as stack:
+        if args.keep and not (args.database or "").startswith("postgres"):
+            tmp = tempfile.mkdtemp(prefix="hub-bench-search-")
+            print(f"keeping the SQLite database: --reuse sqlite:///{tmp}/search.db")
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        db, url = stack.enter_context(fresh_database(args.database, "search", Path(tmp), keep=args.keep))
         services = make_services(db, url, Path(tmp))
         files = chosen_files(args.files)
         t = time.perf_counter()
@@ -303,6 +316,20 @@ def main(argv: list[str] | None = None) -> int:
             for name, (p50, p95) in scaled.items():
                 print(f"{name:13} {p50 / first[name][0]:7.2f}x {p95 / first[name][1]:7.2f}x")
     print("\nBlaze (published, other hardware): first page of Patients p99 3.6 ms; $everything median 15.7 ms")
+    return 0
+
+
+def remeasure(url: str, samples: int) -> int:
+    """The queries again over a database a `--keep` run loaded (e.g. after a change to the hub's
+    connection settings), with a new random sample of values."""
+    print(f"database: {url} (reused: nothing loaded)")
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database.connect(url)
+        try:
+            world = World(make_services(db, url, Path(tmp)))
+            report(f"{len(world.patients)} patients", measure(world, samples, 3))
+        finally:
+            db.dispose()
     return 0
 
 
