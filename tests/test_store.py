@@ -277,3 +277,15 @@ def test_postgresql_sessions_run_without_jit(database: Database) -> None:
     with database.engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW jit").scalar_one() == "off"
         assert conn.exec_driver_sql("SHOW search_path").scalar_one().startswith("hub_test_")
+
+
+def test_sqlite_connections_read_through_a_memory_map(database: Database) -> None:
+    """Pooled SQLite connections lose their page cache whenever another one committed; the memory map
+    (hub/store/engine.py) is what keeps their reads from copying every page in again. Every pooled
+    connection must have it, and WAL with it."""
+    if database.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite setting")
+    with database.engine.connect() as first, database.engine.connect() as second:
+        for conn in (first, second):
+            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar_one() > 0
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
