@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, and_, delete, exists, insert, not_, or_, select, tuple_
+from sqlalchemy import Connection, and_, delete, exists, insert, not_, or_, select
 
 from consent.model import ORG_KEY_SYSTEMS
+from hub.store.keys import pairs_in
 from hub.store.tables import care_relation, idx_reference, idx_token, resource
 
 CARRIERS = {"Task": "owner", "ServiceRequest": "performer"}  # resource type -> naming parameter
@@ -39,7 +40,7 @@ def refresh(conn: Connection, carriers: Iterable[tuple[str, str]], organisations
     ordered = sorted(keys)
     for n in range(0, len(ordered), _CHUNK):
         chunk = ordered[n : n + _CHUNK]
-        conn.execute(delete(care_relation).where(tuple_(cr.carrier_type, cr.carrier_id).in_(chunk)))
+        conn.execute(delete(care_relation).where(pairs_in(cr.carrier_type, cr.carrier_id, chunk)))
         rows = derive(conn, chunk)
         if rows:
             names = ("carrier_type", "carrier_id", "patient_id", "org_id", "org_key")
@@ -54,7 +55,7 @@ def derive(conn: Connection, carriers: list[tuple[str, str]]) -> set[Row]:
     )
     naming = select(c.res_type, c.res_id, c.patient_id, ref.target_type, ref.target_id, ref.id_system, ref.id_value)
     naming = naming.join_from(resource, idx_reference, ref.resource_pk == c.pk).where(
-        tuple_(c.res_type, c.res_id).in_(carriers),
+        pairs_in(c.res_type, c.res_id, carriers),
         c.is_current,
         not_(c.deleted),
         c.patient_id.is_not(None),

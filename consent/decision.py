@@ -44,7 +44,6 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
     union_all,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -62,6 +61,7 @@ from consent.categories import (
     covering,
 )
 from consent.model import ORG_KEY_SYSTEMS, Rule
+from hub.store.keys import pairs_in
 from hub.store.repository import READ_COLUMNS, Stored, stored_from_row, utcnow
 from hub.store.tables import care_relation, consent_rule, resource, resource_author
 
@@ -514,7 +514,7 @@ class Lookups:
             found: dict[tuple[str, str], set[str]] = {k: set() for k in chunk}
             a = resource_author.c
             for t, i, org in self.conn.execute(
-                select(a.res_type, a.res_id, a.org).where(tuple_(a.res_type, a.res_id).in_(chunk))
+                select(a.res_type, a.res_id, a.org).where(pairs_in(a.res_type, a.res_id, chunk))
             ):
                 found[(t, i)].add(org)
             self.known_authors.update(found)

@@ -1,11 +1,16 @@
-"""PostgreSQL query plans of common searches use the index tables' indexes (run only when a
-PostgreSQL URL is among the test databases: HUB_TEST_DB=sqlite,postgresql://...).
+"""Query plans of common searches and writes use the indexes, on PostgreSQL and on SQLite.
 
 A few thousand resources are written through the API and ANALYZEd; each search then runs through the
 API while the SQL the engine sends is captured, and the page query is EXPLAINed with its own
 parameters. Every index table and `resource` it reads must be read by Index / Index Only / Bitmap
 Index scans, never a sequential scan of a whole table. `_total=estimate` on a large result is the
 planner's estimate, close to the true count.
+
+On SQLite (no statistics, a simpler planner) every statement a search, `$everything` or a transaction
+bundle sends is run again and its virtual-machine instructions counted: none may cost as many as
+there are resources, which whatever visits every row of a type or table does. SQLite once
+scanned `resource` for the current versions a bundle writes over (a row-value IN list) and never used
+the partial indexes over current rows (their condition was not written as the queries write it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import ORIGIN, TEST_URA, empty, token_for
 from fastapi.testclient import TestClient
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert
 
 from consent.decision import org_key
 from hub.app import Services, create_app
@@ -99,8 +104,6 @@ def world(
     """One loaded, ANALYZEd database for the module. Written through the store's bulk write path (the
     API takes 40 s for the same rows), with the test client's organisation recorded as the author of
     everything, as the API would: consent then lets it see all (the data holder)."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("query plans are checked on PostgreSQL")
     empty(database)
     settings = Settings(data_dir=tmp_path_factory.mktemp("plans"), database_url=str(database.engine.url))
     services = Services(settings, database)
@@ -113,11 +116,18 @@ def world(
         conn.execute(
             insert(resource_author), [{"res_type": r["resourceType"], "res_id": r["id"], "org": org} for r in resources]
         )
-    with database.engine.begin() as conn:
-        conn.execute(text("ANALYZE"))
+    if database.dialect == "postgresql":
+        database.refresh_statistics()  # ANALYZE; SQLite plans without statistics, as a hub fed by its API does
     headers = {"Authorization": f"Bearer {token_for(services)}"}
     with TestClient(create_app(services=services), base_url=ORIGIN, headers=headers) as client:
         yield services, client
+
+
+@pytest.fixture
+def pg_world(world: tuple[Services, TestClient]) -> tuple[Services, TestClient]:
+    if world[0].db.dialect != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    return world
 
 
 def _captured(services: Services, client: TestClient, url: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
@@ -183,9 +193,9 @@ SEARCHES = [
 
 @pytest.mark.parametrize(("label", "url", "tables", "hits"), SEARCHES, ids=[s[0] for s in SEARCHES])
 def test_common_searches_use_indexes(
-    world: tuple[Services, TestClient], label: str, url: str, tables: set[str], hits: int | None
+    pg_world: tuple[Services, TestClient], label: str, url: str, tables: set[str], hits: int | None
 ) -> None:
-    services, client = world
+    services, client = pg_world
     statement, parameters = _page_query(services, client, f"/fhir/{url}", hits)
     nodes = _explain(services, statement, parameters)
     scans = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
@@ -199,17 +209,17 @@ def test_common_searches_use_indexes(
         assert not any(n["Node Type"] == "Sort" for n in nodes), "no sort of all Observations"
 
 
-def test_access_control_filters_use_indexes_too(world: tuple[Services, TestClient]) -> None:
+def test_access_control_filters_use_indexes_too(pg_world: tuple[Services, TestClient]) -> None:
     """The consent filter's per-row tests included (they once joined every resource with every author)."""
-    services, client = world
+    services, client = pg_world
     statement, parameters = _page_query(services, client, "/fhir/Observation?patient=Patient/p17", OBSERVATIONS_EACH)
     nodes = _explain(services, statement, parameters, subplans=True)
     scans = [(n["Node Type"], n.get("Relation Name")) for n in nodes if n["Node Type"] == "Seq Scan"]
     assert not [s for s in scans if s[1] in (*BIG_TABLES, "resource_author")], scans
 
 
-def test_total_estimate_is_the_planner_estimate_for_large_results(world: tuple[Services, TestClient]) -> None:
-    services, loaded = world
+def test_total_estimate_is_the_planner_estimate_for_large_results(pg_world: tuple[Services, TestClient]) -> None:
+    services, loaded = pg_world
     observations = PATIENTS * OBSERVATIONS_EACH
     statements, bundle = _captured(services, loaded, "/fhir/Observation?status=final&_total=estimate&_count=1")
     assert any(s.startswith("EXPLAIN") for s, _ in statements), "the estimate comes from the planner"
@@ -222,10 +232,10 @@ def test_total_estimate_is_the_planner_estimate_for_large_results(world: tuple[S
     assert accurate.json()["total"] == observations
 
 
-def test_everything_starts_from_the_patients_resources(world: tuple[Services, TestClient]) -> None:
+def test_everything_starts_from_the_patients_resources(pg_world: tuple[Services, TestClient]) -> None:
     """Not from the (type, id) index walked in sort order, filtering every resource of the hub: with
     `pk IN members OR (type, id) IN referenced` PostgreSQL did that (1.3 s a page at 1,200 patients)."""
-    services, client = world
+    services, client = pg_world
     statement, parameters = _page_query(services, client, "/fhir/Patient/p17/$everything", None)
     nodes = _explain(services, statement, parameters)
     on_resource = [n for n in nodes if n.get("Alias") == "resource" and "Scan" in n["Node Type"]]
@@ -233,11 +243,11 @@ def test_everything_starts_from_the_patients_resources(world: tuple[Services, Te
     assert not walked, [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in walked]
 
 
-def test_token_estimates_take_the_system_with_the_code(world: tuple[Services, TestClient]) -> None:
+def test_token_estimates_take_the_system_with_the_code(pg_world: tuple[Services, TestClient]) -> None:
     """`system|code`: the statistics know the system follows the code (migration 0010). Taken as
     independent, the estimate of a common code fell five-fold at 1,200 patients and PostgreSQL sorted
     every match for a first page instead of walking it in index order."""
-    services, _ = world
+    services, _ = pg_world
     where = "res_type = 'Observation' AND param = 'code' AND code = '8867-4' AND system = %(s)s"
     with services.db.engine.connect() as conn:
         actual = conn.exec_driver_sql(f"SELECT count(*) FROM idx_token WHERE {where}", {"s": LOINC}).scalar_one()
@@ -246,3 +256,111 @@ def test_token_estimates_take_the_system_with_the_code(world: tuple[Services, Te
     estimate = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"]
     assert actual == PATIENTS * OBSERVATIONS_EACH // len(CODES)
     assert actual / 2 <= estimate <= actual * 2, (estimate, actual)
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+SQLITE_SEARCHES = [
+    "Observation?patient=Patient/p17",
+    "Patient/p17/Observation",
+    f"Patient?identifier={MRN}|MRN00042&_revinclude=Observation:subject",
+    f"Observation?patient.identifier={MRN}|MRN00123",
+    f"Observation?subject.identifier={MRN}|MRN00123",  # subject targets many types: (type, id) pairs
+    f"Observation?code={LOINC}|8867-4&patient=p5",
+    "Observation?patient=p9&_include=Observation:encounter",
+    "Patient/p17/$everything",
+]
+
+
+def _sqlite_work(services: Services, statements: list[tuple[str, Any]]) -> list[tuple[int, str]]:
+    """(SQLite VM instructions, statement) of every read, update or delete among `statements`."""
+    out = []
+    with services.db.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for statement, parameters in statements:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH", "UPDATE", "DELETE")):
+                continue
+            if isinstance(parameters, list):  # executemany: one row's statement is enough
+                parameters = parameters[0]
+            steps = [0]
+
+            def count(steps: list[int] = steps) -> int:
+                steps[0] += 1
+                return 0
+
+            raw.set_progress_handler(count, 100)
+            try:
+                raw.execute("SAVEPOINT plan_check")
+                raw.execute(statement, parameters).fetchall()
+                raw.execute("ROLLBACK TO plan_check")
+                raw.execute("RELEASE plan_check")
+            finally:
+                raw.set_progress_handler(None, 0)
+            out.append((steps[0] * 100, " ".join(statement.split())[:300]))
+    return out
+
+
+def _too_costly(services: Services, statements: list[tuple[str, Any]]) -> list[tuple[int, str]]:
+    """The statements that cost as many VM instructions as there are resources: whatever visits every
+    row of a type or of a table (about 6 instructions a row, and more) is among them, while an index
+    look-up costs tens."""
+    resources = PATIENTS * (1 + ENCOUNTERS_EACH + OBSERVATIONS_EACH)
+    return [(steps, sql) for steps, sql in _sqlite_work(services, statements) if steps >= resources]
+
+
+@pytest.fixture
+def sqlite_world(world: tuple[Services, TestClient]) -> tuple[Services, TestClient]:
+    if world[0].db.dialect != "sqlite":
+        pytest.skip("a SQLite plan")
+    return world
+
+
+@pytest.mark.parametrize("url", SQLITE_SEARCHES)
+def test_sqlite_searches_never_visit_every_row(sqlite_world: tuple[Services, TestClient], url: str) -> None:
+    services, client = sqlite_world
+    statements, bundle = _captured(services, client, f"/fhir/{url}")
+    assert bundle.get("entry"), f"{url}: found nothing, so the plans prove little"
+    assert not _too_costly(services, statements)
+
+
+def test_sqlite_bundle_writes_find_current_versions_by_index(sqlite_world: tuple[Services, TestClient]) -> None:
+    """A transaction updating resources the hub holds reads their current versions by (type, id)."""
+    services, client = sqlite_world
+    updated = [
+        {
+            "resourceType": "Patient",
+            "id": f"p{n}",
+            "gender": "unknown",
+            "identifier": [{"system": MRN, "value": f"MRN{n:05d}"}],
+        }
+        for n in (3, 4)
+    ]
+    observation = {
+        "resourceType": "Observation",
+        "id": "o5-0",
+        "status": "amended",
+        "code": {"coding": [{"system": LOINC, "code": CODES[5]}]},
+        "subject": {"reference": "Patient/p5"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in (*updated, observation)
+        ],
+    }
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(services.db.engine, "before_cursor_execute", record)
+    try:
+        r = client.post("/fhir", json=bundle, headers={"Content-Type": "application/fhir+json"})
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", record)
+    assert r.status_code == 200, r.text
+    assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK"] * 3
+    assert not _too_costly(services, seen)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import delete, or_, select
 
 from hub.api.everything import members
 from hub.api.operations import Operation, register
@@ -21,6 +21,7 @@ from hub.formats.outcome import FhirError, information
 from hub.pipeline import Context, Result
 from hub.rights.export import own_patient
 from hub.search.planner import ReferenceValues
+from hub.store.keys import pairs_in
 from hub.store.repository import utcnow
 from hub.store.tables import INDEX_TABLES, care_relation, consent_rule, idx_reference, resource, resource_author
 
@@ -46,7 +47,7 @@ def _erase(ctx: Context) -> Result:
     for i in range(0, len(keys), _CHUNK):
         rows = conn.execute(
             select(resource_author.c.res_type, resource_author.c.res_id, resource_author.c.org).where(
-                tuple_(resource_author.c.res_type, resource_author.c.res_id).in_(keys[i : i + _CHUNK])
+                pairs_in(resource_author.c.res_type, resource_author.c.res_id, keys[i : i + _CHUNK])
             )
         )
         for rt, rid, org in rows:
@@ -70,7 +71,7 @@ def _erase(ctx: Context) -> Result:
         for row in conn.execute(
             select(resource.c.pk).where(
                 or_(
-                    tuple_(resource.c.res_type, resource.c.res_id).in_(keys[i : i + _CHUNK]),
+                    pairs_in(resource.c.res_type, resource.c.res_id, keys[i : i + _CHUNK]),
                     resource.c.patient_id == patient_id,
                 )
             )
@@ -85,7 +86,7 @@ def _erase(ctx: Context) -> Result:
     for i in range(0, len(keys), _CHUNK):
         conn.execute(
             delete(resource_author).where(
-                tuple_(resource_author.c.res_type, resource_author.c.res_id).in_(keys[i : i + _CHUNK])
+                pairs_in(resource_author.c.res_type, resource_author.c.res_id, keys[i : i + _CHUNK])
             )
         )
     conn.execute(delete(consent_rule).where(consent_rule.c.patient_id == patient_id))

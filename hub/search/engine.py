@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, false, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, false, func, or_, select
 
 from hub.api.paging import bundle, decode_cursor, encode_cursor, full_url
 from hub.fhirmodel.structure import structure
@@ -17,9 +17,10 @@ from hub.formats.outcome import invalid, not_found, operation_outcome
 from hub.formats.subset import parse_summary
 from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
 from hub.search.compartment import index_params
-from hub.search.planner import Planner, ReferenceValues, base_select, param_scope
+from hub.search.planner import Planner, ReferenceValues, base_select, narrowest_first, param_scope
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
 from hub.search.registry import COMPARTMENTS
+from hub.store.keys import pairs_in
 from hub.store.repository import READ_COLUMNS, Stored, stored_from_row
 from hub.store.tables import idx_reference, resource
 from hub.terminology.service import Terminology
@@ -148,7 +149,7 @@ class SearchEngine:
         those marked `late` (`late=False`: see paged)."""
         planner = self.planner(ctx)
         stmt = base_select(types)
-        for clause in clauses:
+        for clause in narrowest_first(clauses):
             stmt = stmt.where(planner.condition(clause, types))
         for cond in extra or []:
             stmt = stmt.where(cond)
@@ -323,7 +324,7 @@ class SearchEngine:
         keys = [(s.res_type, s.res_id) for s in targets if inc.target_type in (None, s.res_type)]
         if not keys:
             return []
-        stmt = select(r.c.resource_pk).where(tuple_(r.c.target_type, r.c.target_id).in_(keys), _local(ctx))
+        stmt = select(r.c.resource_pk).where(pairs_in(r.c.target_type, r.c.target_id, keys), _local(ctx))
         if inc.code != "*":
             types = [inc.source_type] if inc.source_type != "*" else sorted(structure().resource_types)
             stmt = stmt.where(param_scope(self.registry, r, types, inc.code))

@@ -238,6 +238,32 @@ class ReferenceValues:
 
 # -- the planner ----------------------------------------------------------------------------------
 
+_BROAD = frozenset({"missing", "not", "not-in", "text", "contains", "above", "below", "in"})
+_RANKS = {"token": 2, "uri": 2, "composite": 2, "string": 3, "number": 3, "quantity": 3, "date": 4}
+
+
+def narrowest_first(clauses: list[Clause]) -> list[Clause]:
+    """The clauses in the order of how few resources each usually matches, the client's order kept
+    among equals. SQLite has no statistics and drives a search from its first `pk IN (...)`: for
+    `Observation?code=8867-4&patient=p5` at 600 patients that read the 10,246 heart-rate rows to find
+    a patient's 11 (61 ms; 22 ms from the patient's rows). PostgreSQL plans by cost either way."""
+
+    def rank(c: Clause) -> int:
+        if c.modifier in _BROAD:
+            return 5
+        if c.code == "_id" or (c.type == "token" and c.code == "identifier"):
+            return 0
+        if c.chain is not None or (c.type == "reference" and c.has is None):
+            return 1  # one target (a patient, an encounter), or the targets a chain's identifier finds
+        if c.code == "_lastUpdated":
+            return 4
+        if c.type == "string" and c.modifier == "exact":
+            return 2
+        return 3 if c.has is not None else _RANKS.get(c.type, 3)
+
+    return sorted(clauses, key=rank)
+
+
 _TABLES = {
     "string": idx_string,
     "token": idx_token,

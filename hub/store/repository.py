@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from hub.formats import jsonfmt
 from hub.formats.outcome import FhirError, gone, not_found, precondition_failed
 from hub.store import bulk
+from hub.store.keys import pairs_in
 from hub.store.statistics import WRITTEN
 from hub.store.tables import INDEX_TABLES, resource
 
@@ -179,11 +180,8 @@ class Repository:
         found: dict[tuple[str, str], Stored] = {}
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
-            rows = self.conn.execute(
-                select(*READ_COLUMNS).where(
-                    tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.is_current
-                )
-            )
+            wanted = pairs_in(resource.c.res_type, resource.c.res_id, chunk)
+            rows = self.conn.execute(select(*READ_COLUMNS).where(wanted, resource.c.is_current))
             for row in rows:
                 s = stored_from_row(row)
                 found[(s.res_type, s.res_id)] = s

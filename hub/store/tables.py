@@ -41,6 +41,10 @@ metadata = MetaData(
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, autoincrementing) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
 
+# SQLite uses a partial index only where a query states its condition as written, and SQLAlchemy
+# writes the filter `resource.c.is_current` there as `is_current = 1` (migration 0014).
+CURRENT_SQLITE = text("is_current = 1")
+
 resource = Table(
     "resource",
     metadata,
@@ -63,7 +67,7 @@ resource = Table(
         "res_type",
         "res_id",
         unique=True,
-        sqlite_where=text("is_current"),
+        sqlite_where=CURRENT_SQLITE,
         postgresql_where=text("is_current"),
     ),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
@@ -72,7 +76,7 @@ resource = Table(
         "ix_resource_patient",
         "patient_id",
         "res_type",
-        sqlite_where=text("is_current"),
+        sqlite_where=CURRENT_SQLITE,
         postgresql_where=text("is_current"),
     ),
 )
