@@ -289,3 +289,24 @@ def test_sqlite_connections_read_through_a_memory_map(database: Database) -> Non
         for conn in (first, second):
             assert conn.exec_driver_sql("PRAGMA mmap_size").scalar_one() > 0
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+
+
+def test_sqlite_uses_the_partial_indexes_over_current_rows(database: Database) -> None:
+    """SQLAlchemy writes the filter `resource.c.is_current` as `is_current = 1` on SQLite, and SQLite
+    takes a partial index only where the query repeats its condition (migration 0014): a patient's
+    current resources of a type (a PGO's compartment) come from ix_resource_patient."""
+    if database.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite plan")
+    queries = {
+        "ix_resource_patient": select(resource.c.pk).where(
+            resource.c.patient_id == "p1", resource.c.res_type == "Observation", resource.c.is_current
+        ),
+        "uq_resource_current": select(resource.c.pk).where(
+            resource.c.res_type == "Patient", resource.c.res_id == "p1", resource.c.is_current
+        ),
+    }
+    with database.engine.connect() as conn:
+        for index, query in queries.items():
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert index in plan, plan
