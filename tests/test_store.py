@@ -279,18 +279,6 @@ def test_postgresql_sessions_run_without_jit(database: Database) -> None:
         assert conn.exec_driver_sql("SHOW search_path").scalar_one().startswith("hub_test_")
 
 
-def test_sqlite_connections_read_through_a_memory_map(database: Database) -> None:
-    """Pooled SQLite connections lose their page cache whenever another one committed; the memory map
-    (hub/store/engine.py) is what keeps their reads from copying every page in again. Every pooled
-    connection must have it, and WAL with it."""
-    if database.engine.dialect.name != "sqlite":
-        pytest.skip("a SQLite setting")
-    with database.engine.connect() as first, database.engine.connect() as second:
-        for conn in (first, second):
-            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar_one() > 0
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
-
-
 def test_sqlite_uses_the_partial_indexes_over_current_rows(database: Database) -> None:
     """SQLAlchemy writes the filter `resource.c.is_current` as `is_current = 1` on SQLite, and SQLite
     takes a partial index only where the query repeats its condition (migration 0014): a patient's

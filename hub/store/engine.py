@@ -13,7 +13,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 WRITE = {"hub_write": True}  # execution option: this connection will write
-MMAP_BYTES = 1 << 34  # SQLite: map up to this much of the database file (capped by SQLite's build)
 
 
 def normalise_url(url: str) -> str:
@@ -72,12 +71,6 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA cache_size=-65536")
-        # Read pages through a memory map, not a private copy per connection. In WAL mode a connection
-        # drops its whole page cache when it next begins after another connection committed, so with a
-        # pool of connections and any writes at all most reads start cold and copy every page in again
-        # from the OS (pread): 2x the time of 20k primary-key look-ups in bench/README.md. Mapped pages
-        # are shared and need no copy. SQLite caps the size at its build's maximum (2 GiB on Debian).
-        cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         cur.close()
 
     @event.listens_for(engine, "begin")
