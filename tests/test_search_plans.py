@@ -327,7 +327,7 @@ def test_sqlite_searches_never_visit_every_row(sqlite_world: tuple[Services, Tes
 def test_sqlite_bundle_writes_find_current_versions_by_index(sqlite_world: tuple[Services, TestClient]) -> None:
     """A transaction updating resources the hub holds reads their current versions by (type, id)."""
     services, client = sqlite_world
-    updated = [
+    updated: list[dict[str, Any]] = [
         {
             "resourceType": "Patient",
             "id": f"p{n}",
@@ -336,7 +336,7 @@ def test_sqlite_bundle_writes_find_current_versions_by_index(sqlite_world: tuple
         }
         for n in (3, 4)
     ]
-    observation = {
+    observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": "o5-0",
         "status": "amended",
