@@ -253,13 +253,13 @@ def narrowest_first(clauses: list[Clause]) -> list[Clause]:
             return 5
         if c.code == "_id" or (c.type == "token" and c.code == "identifier"):
             return 0
-        if c.chain is not None or (c.type == "reference" and c.has is None):
+        if c.type == "reference":
             return 1  # one target (a patient, an encounter), or the targets a chain's identifier finds
         if c.code == "_lastUpdated":
             return 4
         if c.type == "string" and c.modifier == "exact":
             return 2
-        return 3 if c.has is not None else _RANKS.get(c.type, 3)
+        return _RANKS.get(c.type, 3)  # _has ("special") included
 
     return sorted(clauses, key=rank)
 

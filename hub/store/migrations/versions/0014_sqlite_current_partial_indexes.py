@@ -23,7 +23,10 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-INDEXES = {"uq_resource_current": (["res_type", "res_id"], True), "ix_resource_patient": (["patient_id", "res_type"], False)}
+INDEXES = {
+    "uq_resource_current": (["res_type", "res_id"], True),
+    "ix_resource_patient": (["patient_id", "res_type"], False),
+}
 
 
 def _remake(where: str) -> None:
