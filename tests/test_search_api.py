@@ -1325,6 +1325,35 @@ def test_count_zero_and_damaged_page_token(client: TestClient) -> None:
     assert status == 400 and mentions(outcome, "_page")
 
 
+@pytest.mark.parametrize("total", ["accurate", "none"])
+def test_pages_of_one_code_in_write_order_each_match_once(client: TestClient, total: str) -> None:
+    """`code=system|code` without _sort pages in the order resources were written (on SQLite the
+    page is joined from the code's index rows in that order: hub.search.planner token_driver). A
+    resource with the code twice (two displays: two index rows) is one match, in the pages and the
+    total; an updated resource moves to the end; a deleted one is gone."""
+    put(client, *(obs(f"hr-{n}", coding(LOINC, "8867-4")) for n in range(7)))
+    put(
+        client,
+        obs("hr-twice", coding(LOINC, "8867-4", "Heart rate"), coding(LOINC, "8867-4", "Hartslag")),
+        obs("other", coding(LOINC, "8480-6")),
+        obs("hr-3", coding(LOINC, "8867-4"), valueQuantity=qty(72, "/min")),  # updated: written last
+    )
+    delete(client, "Observation", "hr-5")
+    expected = ["hr-0", "hr-1", "hr-2", "hr-4", "hr-6", "hr-twice", "hr-3"]
+    body = search(client, "Observation", {"code": f"{LOINC}|8867-4", "_count": "3", "_total": total})
+    assert body.get("total") == (7 if total == "accurate" else None)
+    pages = [matches(body)]
+    while "next" in links(body):
+        body = search(client, links(body)["next"])
+        pages.append(matches(body))
+    assert pages == [expected[:3], expected[3:6], expected[6:]]
+    back = search(client, links(body)["previous"])
+    assert matches(back) == expected[3:6]
+    assert matches(search(client, links(back)["previous"])) == expected[:3]
+    assert search(client, "Observation", {"code": f"{LOINC}|8867-4", "_summary": "count"})["total"] == 7
+    assert ids(client, "Observation", {"code": f"{LOINC}|8867-4", "_id": "hr-twice,other"}) == {"hr-twice"}
+
+
 @pytest.mark.parametrize("sort", [None, "-birthdate,family", "family", "-_lastUpdated"])
 def test_paging_is_stable_when_resources_are_added_between_pages(client: TestClient, sort: str | None) -> None:
     """Keyset paging: new resources never make a page repeat or skip one of the original set."""

@@ -386,3 +386,22 @@ def test_sqlite_bundle_writes_find_current_versions_by_index(sqlite_world: tuple
     assert r.status_code == 200, r.text
     assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK"] * 3
     assert not _too_costly(services, seen)
+
+
+def test_sqlite_first_page_of_a_common_code_costs_the_page_not_its_matches(
+    sqlite_world: tuple[Services, TestClient],
+) -> None:
+    """`Observation?code=system|code&_count=5`: no statement of the page (the page query, the reads
+    with consent, the audit's BSN look-up) may cost two VM instructions per match of the code (240).
+    Visiting each match costs more than that: the page query built the list of every match and
+    then walked it (1,600 instructions; now it walks the code's index rows in write order,
+    hub.search.planner token_driver), and the audit walked every Patient identifier for the
+    patients' BSNs (1,500)."""
+    services, client = sqlite_world
+    url = f"/fhir/Observation?code={LOINC}|{CODES[0]}"
+    found = PATIENTS * OBSERVATIONS_EACH // len(CODES)
+    assert client.get(url + "&_summary=count").json()["total"] == found
+    statements, bundle = _captured(services, client, url + "&_count=5")
+    assert len(bundle["entry"]) == 5
+    costly = [(steps, sql) for steps, sql in _sqlite_work(services, statements) if steps >= 2 * found]
+    assert not costly

@@ -208,18 +208,25 @@ def _owner_of(conn: Connection, res_type: str, res_id: str) -> str | None:
 def bsns(conn: Connection, patient_ids: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in range(0, len(patient_ids), _CHUNK):
-        q = (
-            select(resource.c.res_id, idx_token.c.code)
-            .join(idx_token, idx_token.c.resource_pk == resource.c.pk)
+        # The BSN per patient row, not a join: as a join SQLite (no statistics) walked every Patient
+        # identifier row and looked up its resource, a cost that grew with the patients held.
+        bsn = (
+            select(idx_token.c.code)
             .where(
-                resource.c.res_type == "Patient",
-                resource.c.res_id.in_(patient_ids[n : n + _CHUNK]),
-                resource.c.is_current,
+                idx_token.c.resource_pk == resource.c.pk,
                 idx_token.c.res_type == "Patient",
                 idx_token.c.param == "identifier",
                 idx_token.c.system == BSN_SYSTEM,
             )
+            .limit(1)
+            .scalar_subquery()
+        )
+        q = select(resource.c.res_id, bsn).where(
+            resource.c.res_type == "Patient",
+            resource.c.res_id.in_(patient_ids[n : n + _CHUNK]),
+            resource.c.is_current,
         )
         for pid, code in conn.execute(q):
-            out.setdefault(pid, code)
+            if code is not None:
+                out.setdefault(pid, code)
     return out

@@ -190,6 +190,7 @@ class Authorisation:
                     options.append(r.c.res_type == t)  # not patient data (Practitioner, ...)
             return or_(*options)
 
+        constraint.narrow = True  # type: ignore[attr-defined]  # one patient's data: see SearchEngine._driver
         ctx.visible.append(visible)
         ctx.facts.setdefault("search-constraints", []).append(constraint)
         if i.kind in (HISTORY_TYPE, HISTORY_SYSTEM):

@@ -17,7 +17,15 @@ from hub.formats.outcome import invalid, not_found, operation_outcome
 from hub.formats.subset import parse_summary
 from hub.pipeline import SEARCH_COMPARTMENT, SEARCH_SYSTEM, Context
 from hub.search.compartment import index_params
-from hub.search.planner import Planner, ReferenceValues, base_select, narrowest_first, param_scope
+from hub.search.planner import (
+    DRIVER,
+    Planner,
+    ReferenceValues,
+    base_select,
+    narrowest_first,
+    param_scope,
+    token_driver,
+)
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
 from hub.search.registry import COMPARTMENTS
 from hub.store.keys import pairs_in
@@ -144,11 +152,17 @@ class SearchEngine:
         extra: list[Any] | None = None,
         constrained: bool = True,
         late: bool = True,
+        driver: Clause | None = None,
     ) -> Any:
         """The search's SELECT resource.pk with its access constraints (`constrained`), or without
-        those marked `late` (`late=False`: see paged)."""
+        those marked `late` (`late=False`: see paged); driven by the token rows of `driver` if given
+        (see _driver)."""
         planner = self.planner(ctx)
-        stmt = base_select(types)
+        if driver is not None:
+            stmt = planner.driven(driver, types)
+            clauses = [c for c in clauses if c is not driver]
+        else:
+            stmt = base_select(types)
         for clause in narrowest_first(clauses):
             stmt = stmt.where(planner.condition(clause, types))
         for cond in extra or []:
@@ -164,20 +178,42 @@ class SearchEngine:
         """The constraints that may be tested on a page's candidates rather than on every match."""
         return [c(types, resource) for c in ctx.facts.get("search-constraints", []) if getattr(c, "late", False)]
 
+    def _driver(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None) -> Clause | None:
+        """SQLite, in the default order: the token clause whose index rows drive the page
+        (planner.token_driver). Not where a patient's compartment narrows the search (a compartment
+        search, a patient's token): walking a common code's rows in write order to find one
+        patient's would read them all."""
+        if ctx.conn.dialect.name != "sqlite" or query.sort or extra:
+            return None
+        if any(getattr(c, "narrow", False) for c in ctx.facts.get("search-constraints", [])):
+            return None
+        return token_driver(query.clauses, types, self.registry)
+
     def run(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None = None) -> Page:
         planner = self.planner(ctx)
         late = self._late(ctx, types)
-        early = self._filtered(types, query.clauses, ctx, extra, late=False)
+        driver = self._driver(ctx, types, query, extra)
+        early = self._filtered(types, query.clauses, ctx, extra, late=False, driver=driver)
         filtered = early.where(*late) if late else early
         keys = [(planner.sort_key(code, desc, types), desc) for code, desc in query.sort]
         want_total = total_wanted(query)
         estimate = query.total == "estimate" and query.summary != "count"
-        unconstrained = self._filtered(types, query.clauses, ctx, extra, constrained=False) if estimate else None
+        unconstrained = (
+            self._filtered(types, query.clauses, ctx, extra, constrained=False, driver=driver) if estimate else None
+        )
         # On PostgreSQL planning the constraint costs more than testing it on every candidate, so a
         # second statement for a page's candidates does not pay there (bench/bench_consent.py).
         two_step = bool(late) and ctx.conn.dialect.name == "sqlite"
         matches, total, next_cursor, prev_cursor = self.paged(
-            ctx, filtered, keys, query.page, query.count, want_total, unconstrained, (early, late) if two_step else None
+            ctx,
+            filtered,
+            keys,
+            query.page,
+            query.count,
+            want_total,
+            unconstrained,
+            (early, late) if two_step else None,
+            pk=resource.c.pk if driver is None else DRIVER.c.resource_pk,
         )
         included = self._includes(ctx, query.includes, matches) if query.includes and query.summary != "count" else []
         return Page(matches, included, total, next_cursor, prev_cursor, query)
@@ -192,6 +228,7 @@ class SearchEngine:
         want_total: bool | None,
         estimate_from: Any = None,
         early: tuple[Any, list[Any]] | None = None,
+        pk: Any = resource.c.pk,
     ) -> tuple[list[Stored], int | None, str | None, str | None]:
         """One page of a `SELECT resource.pk ...` in the given sort order, ties (and a search without
         _sort) in the order rows were written (resource.pk: an index gives it, so a first page of a
@@ -203,8 +240,10 @@ class SearchEngine:
         `early`: (the same statement without its late constraints, those constraints). The page is
         first taken from the candidates and only those are tested (consent per row costs as much as
         the search itself, and a patient's search sorts hundreds of candidates for a page of 50);
-        when a candidate is hidden and more exist, the page comes from `filtered` after all."""
-        keys = [*sort, (resource.c.pk, False)]
+        when a candidate is hidden and more exist, the page comes from `filtered` after all.
+
+        `pk`: the column equal to resource.pk that orders the page (a driving index's, see _driver)."""
+        keys = [*sort, (pk, False)]
         labels = [k.label(f"k{n}") for n, (k, _) in enumerate(keys)]
         cursor: Any = None
         backwards = False

@@ -95,7 +95,8 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
         Column("param", String(100), nullable=False),
         *columns,
     )
-    Index(f"ix_{name}_resource", table.c.resource_pk)
+    if name != "idx_token":  # idx_token's: below
+        Index(f"ix_{name}_resource", table.c.resource_pk)
     for cols in indexes:
         Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
     return table
@@ -118,8 +119,27 @@ idx_token = _index_table(
     Column("text", Text, nullable=True),
     Column("type_system", Text, nullable=True),
     Column("type_code", Text, nullable=True),
-    indexes=(("res_type", "param", "code", "system"),),
+    indexes=(),
 )
+# The search index. SQLite's (migration 0015) ends in resource_pk, so the rows of one system|code come
+# in the order resources were written: a first page walks them and stops after the page, where the
+# default order needs the whole `pk IN (...)` list built and sorted first (hub.search.planner
+# token_driver). PostgreSQL walks the resource table's pk index and tests each row against the list.
+# Its index by resource then carries the key too: SQLite, without statistics, takes the index that
+# tests the most columns by equality without reading the table, and a look-up of one resource's rows
+# of a parameter (the audit's BSN, consent's categories, a sort key) would otherwise walk every row
+# of that parameter through the search index, which tests res_type and param and holds resource_pk.
+_TOKEN_KEY = ("res_type", "param", "code", "system")
+Index("ix_idx_token_resource", idx_token.c.resource_pk, info={"only_on": "postgresql"}).ddl_if(dialect="postgresql")
+Index(
+    "ix_idx_token_resource_key", *(idx_token.c[c] for c in ("resource_pk", *_TOKEN_KEY)), info={"only_on": "sqlite"}
+).ddl_if(dialect="sqlite")
+Index(
+    "ix_idx_token_res_type_param_code_system", *(idx_token.c[c] for c in _TOKEN_KEY), info={"only_on": "postgresql"}
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_idx_token_key_resource", *(idx_token.c[c] for c in (*_TOKEN_KEY, "resource_pk")), info={"only_on": "sqlite"}
+).ddl_if(dialect="sqlite")
 
 # reference: a local target (type/id[/version]) or an absolute / canonical URL, plus
 # Reference.identifier for :identifier. The most numerous index rows (about 40 %), so one search
