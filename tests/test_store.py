@@ -298,3 +298,25 @@ def test_sqlite_uses_the_partial_indexes_over_current_rows(database: Database) -
             sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
             plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
             assert index in plan, plan
+
+
+def test_per_row_hints_name_an_index_led_by_resource_pk(database: Database) -> None:
+    """hub.store.hints makes SQLite read an index table through RESOURCE_INDEXES[table]: a name
+    that is not such an index fails every search that tests a clause per row."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from hub.store.hints import by_resource
+    from hub.store.tables import RESOURCE_INDEXES
+
+    stmt = select(by_resource(idx_token).c.code)
+    assert "INDEXED BY ix_idx_token_resource_key" in str(stmt.compile(dialect=sqlite.dialect()))
+    assert "INDEXED BY" not in str(stmt.compile(dialect=postgresql.dialect()))
+    if database.dialect != "sqlite":
+        return
+    assert set(RESOURCE_INDEXES) == {t.name for t in INDEX_TABLES.values()}
+    with database.engine.connect() as conn:
+        for table, index in RESOURCE_INDEXES.items():
+            columns = [row[2] for row in conn.exec_driver_sql(f"PRAGMA index_info({index})")]
+            assert columns[:1] == ["resource_pk"], (table, index, columns)
+            owner = conn.exec_driver_sql("SELECT tbl_name FROM sqlite_master WHERE name = ?", (index,)).scalar()
+            assert owner == table

@@ -163,8 +163,11 @@ class SearchEngine:
             clauses = [c for c in clauses if c is not driver]
         else:
             stmt = base_select(types)
-        for clause in narrowest_first(clauses):
-            stmt = stmt.where(planner.condition(clause, types))
+        # SQLite: the driving clause (the first, or `driver`) enumerates; the others test each
+        # candidate's own index rows rather than building their lists of every match.
+        per_row = ctx.conn.dialect.name == "sqlite"
+        for n, clause in enumerate(narrowest_first(clauses)):
+            stmt = stmt.where(planner.condition(clause, types, per_row=per_row and (n > 0 or driver is not None)))
         for cond in extra or []:
             stmt = stmt.where(cond)
         if constrained:  # only estimate_total looks at the search without the access constraints

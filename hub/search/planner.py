@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, literal, not_, or_, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement as Col
+from sqlalchemy.sql.util import ClauseAdapter
 
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
 from hub.search.extract import row_scope
 from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
+from hub.store.hints import by_resource
 from hub.store.tables import (
     idx_composite,
     idx_date,
@@ -310,8 +312,13 @@ class Planner:
         # condition, applied to the rows a chain or _has looks into as well, so they reveal nothing hidden.
         self.constraints = tuple(constraints)
 
-    def condition(self, clause: Clause, types: list[str], r: Any = resource) -> Col[bool]:
-        """A boolean SQL expression over the resource row `r` that holds when the clause matches."""
+    def condition(self, clause: Clause, types: list[str], r: Any = resource, per_row: bool = False) -> Col[bool]:
+        """A boolean SQL expression over the resource row `r` that holds when the clause matches.
+
+        `per_row`: test the row's own index rows (EXISTS through the index by resource) rather than
+        `pk IN (every match)`, for a clause that does not drive the search on SQLite: SQLite builds
+        an IN list in full, so `Observation?patient=p5&code=x` read every row of the code to find
+        a patient's few (hub.search.engine _filtered)."""
         if clause.code in ("_id", "_lastUpdated") and clause.modifier == "missing":
             return true() if clause.values == ["false"] else false()  # every resource has both
         if clause.code == "_id":
@@ -327,16 +334,18 @@ class Planner:
         table = _TABLES[clause.type]
         scope = self.param_scope(table, types, clause.code)
         if clause.modifier == "missing":
-            present = r.c.pk.in_(select(table.c.resource_pk).where(scope))
+            present = _on_the_row(table, r, scope) if per_row else r.c.pk.in_(select(table.c.resource_pk).where(scope))
             return not_(present) if clause.values == ["true"] else present
-        if clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token":
+        terminology = clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token"
+        if terminology:
             tests = [self._terminology_test(clause, v, types) for v in clause.values]
         else:
             tests = [self.value_test(clause, v, types) for v in clause.values]
-        sub = select(table.c.resource_pk).where(scope, or_(*tests))
-        if clause.modifier in ("not", "not-in"):
-            return not_(r.c.pk.in_(sub))
-        return r.c.pk.in_(sub)
+        if per_row and not terminology:  # a terminology test may hold subqueries of its own
+            found = _on_the_row(table, r, and_(scope, or_(*tests)))
+        else:
+            found = r.c.pk.in_(select(table.c.resource_pk).where(scope, or_(*tests)))
+        return not_(found) if clause.modifier in ("not", "not-in") else found
 
     def driven(self, clause: Clause, types: list[str]) -> Select[Any]:
         """base_select joined to the token rows of `clause` (token_driver) and grouped by their
@@ -547,6 +556,14 @@ def param_scope(registry: Any, table: Any, types: list[str], code: str) -> Col[b
             term.append(table.c.target_type == target_type)
         terms.append(and_(*term))
     return terms[0] if len(terms) == 1 else or_(*terms)
+
+
+def _on_the_row(table: Any, r: Any, test: Col[bool]) -> Col[bool]:
+    """EXISTS an index row of `table` for the resource row `r` that passes `test` (written on the
+    table's own columns), read through the table's index by resource (hub.store.hints)."""
+    own = by_resource(table)
+    on_own = ClauseAdapter(own).traverse(test)
+    return exists(select(literal(1)).select_from(own).where(own.c.resource_pk == r.c.pk, on_own))
 
 
 def _yields_code(param: Any, types: list[str]) -> bool:

@@ -232,6 +232,10 @@ INDEX_TABLES = {
     "uri": idx_uri,
     "composite": idx_composite,
 }
+# Each index table's index by resource on SQLite (hub.store.hints: per-row tests name it).
+RESOURCE_INDEXES = {t.name: f"ix_{t.name}_resource" for t in INDEX_TABLES.values()} | {
+    "idx_token": "ix_idx_token_resource_key"
+}
 
 
 # -- authorisation server (hub/auth) ---------------------------------------------------------------
