@@ -12,6 +12,7 @@ framework), for random parameter values:
   token        Observation?code=[a LOINC code]&_count=50
   identifier   Patient?identifier=[system|value]
   reference    Observation?patient=[id]&_count=50
+  patient+code Observation?patient=[id]&code=[a LOINC code]&_count=50 (a patient's values of one kind)
   chain+total  Observation?patient.gender=male&_count=50&_total=accurate
   everything   Patient/[id]/$everything (first page, 200)
 
@@ -156,6 +157,25 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         )
         page(and_(r.res_type == "Observation", r.pk.in_(sub)))
 
+    def both_hub() -> Any:
+        code = f"http://loinc.org|{rng.choice(w.codes)}"
+        return w.run(SEARCH_TYPE, [("patient", rng.choice(w.patients)), ("code", code), ("_count", "50")])
+
+    def both_bare() -> None:
+        of_patient = select(ref.resource_pk).where(
+            ref.res_type == "Observation",
+            ref.param == "patient",
+            ref.target_type == "Patient",
+            ref.target_id == rng.choice(w.patients),
+        )
+        with_code = select(tok.resource_pk).where(
+            tok.res_type == "Observation",
+            tok.param == "code",
+            tok.code == rng.choice(w.codes),
+            tok.system == "http://loinc.org",
+        )
+        page(and_(r.res_type == "Observation", r.pk.in_(of_patient), r.pk.in_(with_code)))
+
     def chain_hub() -> Any:
         return w.run(SEARCH_TYPE, [("patient.gender", "male"), ("_count", "50"), ("_total", "accurate")])
 
@@ -190,6 +210,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         "token": (token_hub, token_bare),
         "identifier": (ident_hub, ident_bare),
         "reference": (ref_hub, ref_bare),
+        "patient+code": (both_hub, both_bare),
         "chain+total": (chain_hub, chain_bare),
         "everything": (everything_hub, everything_bare),
     }
