@@ -6,7 +6,7 @@ parameters. Every index table and `resource` it reads must be read by Index / In
 Index scans, never a sequential scan of a whole table. `_total=estimate` on a large result is the
 planner's estimate, close to the true count.
 
-On SQLite (no statistics, a simpler planner) every statement a search, `$everything` or a transaction
+On SQLite (without statistics, and with statistics that match the data) every statement a search, `$everything` or a transaction
 bundle sends is run again and its virtual-machine instructions counted: none may cost as many as
 there are resources, which whatever visits every row of a type or table does. SQLite once
 scanned `resource` for the current versions a bundle writes over (a row-value IN list) and never used
@@ -321,11 +321,24 @@ def _too_costly(services: Services, statements: list[tuple[str, Any]]) -> list[t
     return [(steps, sql) for steps, sql in _sqlite_work(services, statements) if steps >= resources]
 
 
-@pytest.fixture
-def sqlite_world(world: tuple[Services, TestClient]) -> tuple[Services, TestClient]:
+@pytest.fixture(params=["no statistics", "statistics"])
+def sqlite_world(
+    world: tuple[Services, TestClient], request: pytest.FixtureRequest
+) -> Iterator[tuple[Services, TestClient]]:
+    """The world without planner statistics (a hub fed through its API never gathers them) and with
+    statistics that match the data (after `hub load`, whose PRAGMA optimize may ANALYZE)."""
     if world[0].db.dialect != "sqlite":
         pytest.skip("a SQLite plan")
-    return world
+    engine = world[0].db.engine
+    if request.param == "statistics":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_stat1").scalar_one() > 0
+    try:
+        yield world
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sqlite_stat1")
 
 
 @pytest.mark.parametrize("url", SQLITE_SEARCHES)
