@@ -6,9 +6,10 @@ parameters. Every index table and `resource` it reads must be read by Index / In
 Index scans, never a sequential scan of a whole table. `_total=estimate` on a large result is the
 planner's estimate, close to the true count.
 
-On SQLite (without statistics, and with statistics that match the data) every statement a search, `$everything` or a transaction
-bundle sends is run again and its virtual-machine instructions counted: none may cost as many as
-there are resources, which whatever visits every row of a type or table does. SQLite once
+On SQLite (without statistics, and with statistics that match the data) every statement a search,
+`$everything` or a transaction bundle sends is run again and its virtual-machine instructions
+counted: none may cost as many as there are resources, which whatever visits every row of a type or
+table does. SQLite once
 scanned `resource` for the current versions a bundle writes over (a row-value IN list) and never used
 the partial indexes over current rows (their condition was not written as the queries write it).
 """
