@@ -154,8 +154,23 @@ idx_reference = _index_table(
     Column("url", Text, nullable=True),
     Column("id_system", Text, nullable=True),
     Column("id_value", Text, nullable=True),
-    indexes=(("target_id", "target_type", "param", "res_type"),),
+    indexes=(),
 )
+# SQLite's search index also holds what a list of referring resources reads from each row (the
+# `url` of the local-reference test and `resource_pk`), so chains, _has, compartments and reference
+# searches never read the table: `Observation?patient.gender=male` at 1,200 patients built its
+# list of 204,660 rows in 80 ms with a table read per row, 26 ms without (migration 0016).
+_REFERENCE_KEY = ("target_id", "target_type", "param", "res_type")
+Index(
+    "ix_idx_reference_target_id_target_type_param_res_type",
+    *(idx_reference.c[c] for c in _REFERENCE_KEY),
+    info={"only_on": "postgresql"},
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_idx_reference_target_cover",
+    *(idx_reference.c[c] for c in (*_REFERENCE_KEY, "url", "resource_pk")),
+    info={"only_on": "sqlite"},
+).ddl_if(dialect="sqlite")
 for _column in ("url", "id_value"):
     Index(
         f"ix_idx_reference_{_column}",
