@@ -278,10 +278,13 @@ SQLITE_SEARCHES = [
 
 def _sqlite_work(services: Services, statements: list[tuple[str, Any]]) -> list[tuple[int, str]]:
     """(SQLite VM instructions, statement and its plan) of every read, update or delete among
-    `statements`. Each runs twice and counts its cheaper run: a plan that visits every row costs as
-    much every time, while the first run, in two of three full serial suite runs, cost a
-    full scan's worth (23,200 instructions for 11 rows by primary key, 200 on the rerun, with the
-    same plan), from work that is not the statement's own."""
+    `statements`. Each runs twice and counts its cheaper run, so one-off work of a first run (a
+    schema reload after another connection changed it) is not counted; a plan that visits every row
+    costs as much every time. Such a plan showed up in about one full suite run in three: SQLite
+    scans `resource` for a page's rows by primary key (23,400 instructions) when its statistics say
+    the table holds a few rows (reproduced), and earlier modules' `hub load` took such statistics
+    (PRAGMA optimize); how they outlived the world's DROP of sqlite_stat1 is not known. With the hub
+    keeping no SQLite statistics (migration 0017), four full runs were clean."""
     out = []
     with services.db.engine.connect() as conn:
         raw = conn.connection.driver_connection

@@ -320,3 +320,14 @@ def test_per_row_hints_name_an_index_led_by_resource_pk(database: Database) -> N
             assert columns[:1] == ["resource_pk"], (table, index, columns)
             owner = conn.exec_driver_sql("SELECT tbl_name FROM sqlite_master WHERE name = ?", (index,)).scalar()
             assert owner == table
+
+
+def test_sqlite_keeps_no_planner_statistics(database: Database) -> None:
+    """SQLite plans are made for no statistics, and nothing would keep them current: taken after a
+    small load they made look-ups by primary key scan the table once it grew (migration 0017)."""
+    database.refresh_statistics()  # after `hub load`
+    if database.dialect != "sqlite":
+        return
+    with database.engine.connect() as conn:
+        found = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'").fetchall()
+    assert found == []

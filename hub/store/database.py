@@ -46,14 +46,16 @@ class Database:
     def refresh_statistics(self) -> None:
         """Bring the query planner's statistics up to date after a bulk load. Without them PostgreSQL
         plans searches over the index tables from stale row counts (a nested loop over what it thinks
-        is an empty table can take minutes); autovacuum would catch up only later."""
+        is an empty table can take minutes); autovacuum would catch up only later.
+
+        SQLite: nothing. Its plans are made for no statistics (tests/test_search_plans.py checks them
+        without and with statistics that match the data), and nothing would keep statistics current:
+        taken after a small load, they told SQLite the table held a few rows, and once it held
+        thousands every look-up of a page's rows by primary key read the whole table."""
         if self.dialect == "postgresql":
             self.statistics.wait()
             self._analyze()
             self.statistics.refreshed()
-        else:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA optimize")
 
     def _analyze(self) -> None:
         from hub.store.tables import metadata
