@@ -7,8 +7,8 @@ a transaction bundle (`Organization?identifier=...`) went from 0.2 ms to 1.5 s a
 40 Synthea bundles took 212 s instead of 35. So every committed write is counted here, and when the
 rows written since the last ANALYZE reach the rows there were then (the tables doubled), ANALYZE
 runs again, in a background thread: the request that crossed the line does not wait for it.
-SQLite's planner needs no such help (it has no statistics until `PRAGMA optimize`), so there this
-counts nothing.
+SQLite's plans are made for no statistics, and the hub keeps none there (Database.refresh_statistics),
+so there this counts nothing.
 """
 
 from __future__ import annotations
