@@ -671,6 +671,16 @@ HAS_CASES = [
     # nested: practitioners who are GP of a patient who has an Observation 29463-7
     ("Practitioner?_has:Patient:general-practitioner:_has:Observation:patient:code=29463-7", {"prac-boer"}),
     ("Organization?_has:Patient:organization:_has:Encounter:patient:_id=e2", {"org-stad"}),
+    # after an _id (a handful of candidates) SQLite tests the _has per candidate: the same answers
+    ("Patient?_id=p1,p2&_has:Observation:patient:code=29463-7", {"p1"}),
+    ("Patient?_id=p2&_has:Observation:patient:code=29463-7", set()),
+    ("Patient?_id=p1,p2&_has:Observation:patient:code=8867-4&_has:Observation:patient:code=29463-7", {"p1"}),
+    ("Group?_id=g1&_has:Observation:subject:code=85354-9", {"g1"}),
+    ("Patient?_id=g1&_has:Observation:subject:code=85354-9", set()),
+    (
+        "Practitioner?_id=prac-boer,prac-bakker&_has:Patient:general-practitioner:_has:Observation:patient:code=29463-7",
+        {"prac-boer"},
+    ),
 ]
 
 

@@ -431,6 +431,7 @@ def test_sqlite_bundle_writes_find_current_versions_by_index(sqlite_world: tuple
         f"code={LOINC}|{CODES[0]}&_count=5",  # the first page of a common code
         f"patient=p5&code={LOINC}|{CODES[0]}",  # a patient's values of one kind
         f"code={LOINC}|{CODES[0]}&_id=o0-0,o1-0",
+        f"../Patient?identifier={MRN}|MRN00040&_has:Observation:patient:code={LOINC}|{CODES[0]}",
     ],
 )
 def test_sqlite_searches_with_a_common_code_cost_their_page_not_the_codes_matches(
@@ -441,13 +442,15 @@ def test_sqlite_searches_with_a_common_code_cost_their_page_not_the_codes_matche
     more. The page query built the list of every match and then walked it (1,600 instructions for
     the first page; now it walks the code's index rows in write order, hub.search.planner
     token_driver); a clause after the first did the same (5,100 with `_id`; now each candidate's
-    own index rows are tested, Planner.condition per_row); and the audit walked every Patient
-    identifier for the patients' BSNs (1,500)."""
+    own index rows are tested, Planner.condition per_row), a `_has` after an identifier too (it
+    listed every Observation with the code); and the audit walked every Patient identifier for the
+    patients' BSNs (1,500)."""
     services, client = sqlite_world
     code = f"/fhir/Observation?code={LOINC}|{CODES[0]}"
     found = PATIENTS * OBSERVATIONS_EACH // len(CODES)
     assert client.get(code + "&_summary=count").json()["total"] == found
-    statements, bundle = _captured(services, client, f"/fhir/Observation?{query}")
+    path = query[3:] if query.startswith("../") else f"Observation?{query}"
+    statements, bundle = _captured(services, client, f"/fhir/{path}")
     assert bundle.get("entry"), "found nothing, so the costs prove little"
     costly = [(steps, sql) for steps, sql in _sqlite_work(services, statements) if steps >= 2 * found]
     assert not costly

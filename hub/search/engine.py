@@ -24,6 +24,7 @@ from hub.search.planner import (
     base_select,
     narrowest_first,
     param_scope,
+    rank,
     token_driver,
 )
 from hub.search.query import Clause, Include, QueryParser, SearchQuery
@@ -164,10 +165,17 @@ class SearchEngine:
         else:
             stmt = base_select(types)
         # SQLite: the driving clause (the first, or `driver`) enumerates; the others test each
-        # candidate's own index rows rather than building their lists of every match.
-        per_row = ctx.conn.dialect.name == "sqlite"
-        for n, clause in enumerate(narrowest_first(clauses)):
-            stmt = stmt.where(planner.condition(clause, types, per_row=per_row and (n > 0 or driver is not None)))
+        # candidate's own index rows rather than building their lists of every match. A _has fans
+        # out to whatever refers to a candidate, so it does so only after a handful (an id, an
+        # identifier).
+        sqlite = ctx.conn.dialect.name == "sqlite"
+        ordered = narrowest_first(clauses)
+        first = driver if driver is not None else (ordered[0] if ordered else None)
+        few = first is not None and rank(first) == 0
+        for n, clause in enumerate(ordered):
+            later = n > 0 or driver is not None
+            per_row = sqlite and later and (clause.has is None or few)
+            stmt = stmt.where(planner.condition(clause, types, per_row=per_row))
         for cond in extra or []:
             stmt = stmt.where(cond)
         if constrained:  # only estimate_total looks at the search without the access constraints
