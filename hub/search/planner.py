@@ -19,7 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
 from hub.search.extract import row_scope
-from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
+from hub.search.query import PREFIXES, Clause, HasLink, split_unescaped, unescape
 from hub.store.hints import by_resource
 from hub.store.tables import (
     idx_composite,
@@ -498,17 +498,21 @@ class Planner:
         listing every Observation with code x and the targets they refer to."""
         link = clause.has
         assert link is not None
-        if per_row and len(types) == 1:
-            return self._has_on_the_row(clause, types[0], r)
-        ref = idx_reference
         source = resource.alias()
-        matching = select(source.c.pk).where(
-            source.c.res_type == link.source_type,
-            source.c.is_current,
-            not_(source.c.deleted),
-            self.condition(link.inner, [link.source_type], source),
-            *(c([link.source_type], source) for c in self.constraints),
-        )
+        if per_row and len(types) == 1:
+            ref = idx_reference.alias()
+            passes = select(literal(1)).where(source.c.pk == ref.c.resource_pk, *self._sources(link, source, True))
+            return exists(
+                select(literal(1)).where(
+                    ref.c.target_id == r.c.res_id,
+                    ref.c.target_type == types[0],
+                    self.param_scope(ref, [link.source_type], link.reference_code),
+                    self.refs.local(ref.c),
+                    exists(passes),
+                )
+            )
+        ref = idx_reference
+        matching = select(source.c.pk).where(*self._sources(link, source, False))
         ids = select(ref.c.target_id).where(
             self.param_scope(ref, [link.source_type], link.reference_code),
             ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
@@ -519,28 +523,17 @@ class Planner:
             return tuple_(r.c.res_type, r.c.res_id).in_(ids.with_only_columns(ref.c.target_type, ref.c.target_id))
         return r.c.res_id.in_(ids)
 
-    def _has_on_the_row(self, clause: Clause, rt: str, r: Any) -> Col[bool]:
-        link = clause.has
-        assert link is not None
-        ref = idx_reference.alias()
-        source = resource.alias()
-        passes = select(literal(1)).where(
-            source.c.pk == ref.c.resource_pk,
-            source.c.res_type == link.source_type,
+    def _sources(self, link: HasLink, source: Any, per_row: bool) -> list[Col[bool]]:
+        """A _has's referring resource `source`: current, of the link's type, meeting the inner
+        criterion and the access constraints."""
+        t = link.source_type
+        return [
+            source.c.res_type == t,
             source.c.is_current,
             not_(source.c.deleted),
-            self.condition(link.inner, [link.source_type], source, per_row=True),
-            *(c([link.source_type], source) for c in self.constraints),
-        )
-        return exists(
-            select(literal(1)).where(
-                ref.c.target_id == r.c.res_id,
-                ref.c.target_type == rt,
-                self.param_scope(ref, [link.source_type], link.reference_code),
-                self.refs.local(ref.c),
-                exists(passes),
-            )
-        )
+            self.condition(link.inner, [t], source, per_row=per_row),
+            *(c([t], source) for c in self.constraints),
+        ]
 
     # -- sorting --------------------------------------------------------------------------------
 

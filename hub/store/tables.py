@@ -80,13 +80,20 @@ resource = Table(
         postgresql_where=text("is_current"),
     ),
 )
+
+
+def _only_on(dialect: str, name: str, table: Table, *columns: str) -> None:
+    """An index that one database gets (its `only_on` keeps the migration check to that database)."""
+    Index(name, *(table.c[c] for c in columns), info={"only_on": dialect}).ddl_if(dialect=dialect)
+
+
 # SQLite only (migration 0007): the columns searches test per row, so they need not read the
 # inline content; PostgreSQL keeps large content out of line and joins by hash.
 _COVER = ("pk", "res_type", "is_current", "deleted", "patient_id", "res_id", "holder")
-Index("ix_resource_cover", *(resource.c[c] for c in _COVER), info={"only_on": "sqlite"}).ddl_if(dialect="sqlite")
+_only_on("sqlite", "ix_resource_cover", resource, *_COVER)
 
 
-def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...]) -> Table:
+def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...], by_resource: bool = True) -> Table:
     table = Table(
         name,
         metadata,
@@ -95,7 +102,7 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
         Column("param", String(100), nullable=False),
         *columns,
     )
-    if name != "idx_token":  # idx_token's: below
+    if by_resource:
         Index(f"ix_{name}_resource", table.c.resource_pk)
     for cols in indexes:
         Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
@@ -120,6 +127,7 @@ idx_token = _index_table(
     Column("type_system", Text, nullable=True),
     Column("type_code", Text, nullable=True),
     indexes=(),
+    by_resource=False,
 )
 # The search index. SQLite's (migration 0015) ends in resource_pk, so the rows of one system|code come
 # in the order resources were written: a first page walks them and stops after the page, where the
@@ -130,16 +138,10 @@ idx_token = _index_table(
 # of a parameter (the audit's BSN, consent's categories, a sort key) would otherwise walk every row
 # of that parameter through the search index, which tests res_type and param and holds resource_pk.
 _TOKEN_KEY = ("res_type", "param", "code", "system")
-Index("ix_idx_token_resource", idx_token.c.resource_pk, info={"only_on": "postgresql"}).ddl_if(dialect="postgresql")
-Index(
-    "ix_idx_token_resource_key", *(idx_token.c[c] for c in ("resource_pk", *_TOKEN_KEY)), info={"only_on": "sqlite"}
-).ddl_if(dialect="sqlite")
-Index(
-    "ix_idx_token_res_type_param_code_system", *(idx_token.c[c] for c in _TOKEN_KEY), info={"only_on": "postgresql"}
-).ddl_if(dialect="postgresql")
-Index(
-    "ix_idx_token_key_resource", *(idx_token.c[c] for c in (*_TOKEN_KEY, "resource_pk")), info={"only_on": "sqlite"}
-).ddl_if(dialect="sqlite")
+_only_on("postgresql", "ix_idx_token_resource", idx_token, "resource_pk")
+_only_on("postgresql", "ix_idx_token_res_type_param_code_system", idx_token, *_TOKEN_KEY)
+_only_on("sqlite", "ix_idx_token_resource_key", idx_token, "resource_pk", *_TOKEN_KEY)
+_only_on("sqlite", "ix_idx_token_key_resource", idx_token, *_TOKEN_KEY, "resource_pk")
 
 # reference: a local target (type/id[/version]) or an absolute / canonical URL, plus
 # Reference.identifier for :identifier. The most numerous index rows (about 40 %), so one search
@@ -161,16 +163,8 @@ idx_reference = _index_table(
 # searches never read the table: `Observation?patient.gender=male` at 1,200 patients built its
 # list of 204,660 rows in 80 ms with a table read per row, 26 ms without (migration 0016).
 _REFERENCE_KEY = ("target_id", "target_type", "param", "res_type")
-Index(
-    "ix_idx_reference_target_id_target_type_param_res_type",
-    *(idx_reference.c[c] for c in _REFERENCE_KEY),
-    info={"only_on": "postgresql"},
-).ddl_if(dialect="postgresql")
-Index(
-    "ix_idx_reference_target_cover",
-    *(idx_reference.c[c] for c in (*_REFERENCE_KEY, "url", "resource_pk")),
-    info={"only_on": "sqlite"},
-).ddl_if(dialect="sqlite")
+_only_on("postgresql", "ix_idx_reference_target_id_target_type_param_res_type", idx_reference, *_REFERENCE_KEY)
+_only_on("sqlite", "ix_idx_reference_target_cover", idx_reference, *_REFERENCE_KEY, "url", "resource_pk")
 for _column in ("url", "id_value"):
     Index(
         f"ix_idx_reference_{_column}",
