@@ -160,7 +160,7 @@ class SearchEngine:
         (see _driver)."""
         planner = self.planner(ctx)
         if driver is not None:
-            stmt = planner.driven(driver, types)
+            stmt = planner.driven(driver, types, postgres=ctx.conn.dialect.name == "postgresql")
             clauses = [c for c in clauses if c is not driver]
         else:
             stmt = base_select(types)
@@ -190,11 +190,11 @@ class SearchEngine:
         return [c(types, resource) for c in ctx.facts.get("search-constraints", []) if getattr(c, "late", False)]
 
     def _driver(self, ctx: Context, types: list[str], query: SearchQuery, extra: list[Any] | None) -> Clause | None:
-        """SQLite, in the default order: the token clause whose index rows drive the page
-        (planner.token_driver). Not where a patient's compartment narrows the search (a compartment
-        search, a patient's token): walking a common code's rows in write order to find one
-        patient's would read them all."""
-        if ctx.conn.dialect.name != "sqlite" or query.sort or extra:
+        """In the default order: the token clause whose index rows drive the page
+        (planner.token_driver), on both databases. Not where a patient's compartment narrows the
+        search (a compartment search, a patient's token): walking a common code's rows in write order
+        to find one patient's would read them all."""
+        if query.sort or extra:
             return None
         if any(getattr(c, "narrow", False) for c in ctx.facts.get("search-constraints", [])):
             return None

@@ -267,17 +267,18 @@ def narrowest_first(clauses: list[Clause]) -> list[Clause]:
     return sorted(clauses, key=rank)
 
 
-# The token rows that drive a page on SQLite (token_driver): their own alias, so a statement can
-# also test the same parameter again through `pk IN (...)`.
+# The token rows that drive a page (token_driver): their own alias, so a statement can also test
+# the same parameter again through `pk IN (...)`.
 DRIVER = idx_token.alias("driver")
 
 
 def token_driver(clauses: list[Clause], types: list[str], registry: Any) -> Clause | None:
-    """The clause whose token index rows can drive a first page in write order on SQLite, if any:
-    the narrowest clause, one `system|code` value of a token parameter of one type. The index on
+    """The clause whose token index rows can drive a first page in write order, if any: the
+    narrowest clause, one `system|code` value of a token parameter of one type. The index on
     (type, param, code, system, resource_pk) gives those rows in resource_pk order, so a page joined
     from them stops after `_count` matches. As `pk IN (...)` SQLite built the list of every match
-    first (16k rows for a common code at 1,200 patients) and the first page grew with it."""
+    first (16k rows for a common code at 1,200 patients) and the first page grew with it; PostgreSQL
+    hashed it and walked the pk index against the hash (72 ms p50 at 1,079 patients; 6.4 ms driven)."""
     if not clauses or len(types) != 1:
         return None
     first = narrowest_first(clauses)[0]
@@ -348,16 +349,18 @@ class Planner:
             found = r.c.pk.in_(select(table.c.resource_pk).where(scope, or_(*tests)))
         return not_(found) if clause.modifier in ("not", "not-in") else found
 
-    def driven(self, clause: Clause, types: list[str]) -> Select[Any]:
+    def driven(self, clause: Clause, types: list[str], postgres: bool = False) -> Select[Any]:
         """base_select joined to the token rows of `clause` (token_driver) and grouped by their
         resource_pk, which orders the page: a resource with the code twice (two displays) is one
-        match, also to a window count."""
+        match, also to a window count. PostgreSQL also groups by resource.pk, the column selected
+        (the two are equal, so its index still gives the order); SQLite then sorts every match."""
         d = DRIVER
+        keys = (d.c.resource_pk, resource.c.pk) if postgres else (d.c.resource_pk,)
         return (
             base_select(types)
             .join_from(resource, d, d.c.resource_pk == resource.c.pk)
             .where(self.param_scope(d, types, clause.code), _token_cols(clause, clause.values[0], d.c.system, d.c.code))
-            .group_by(d.c.resource_pk)
+            .group_by(*keys)
         )
 
     def value_test(self, clause: Clause, value: str, types: list[str]) -> Col[bool]:

@@ -129,19 +129,18 @@ idx_token = _index_table(
     indexes=(),
     by_resource=False,
 )
-# The search index. SQLite's (migration 0015) ends in resource_pk, so the rows of one system|code come
-# in the order resources were written: a first page walks them and stops after the page, where the
-# default order needs the whole `pk IN (...)` list built and sorted first (hub.search.planner
-# token_driver). PostgreSQL walks the resource table's pk index and tests each row against the list.
-# Its index by resource then carries the key too: SQLite, without statistics, takes the index that
-# tests the most columns by equality without reading the table, and a look-up of one resource's rows
-# of a parameter (the audit's BSN, consent's categories, a sort key) would otherwise walk every row
-# of that parameter through the search index, which tests res_type and param and holds resource_pk.
+# The search index ends in resource_pk (SQLite: migration 0015, PostgreSQL: 0018), so the rows of one
+# system|code come in the order resources were written: a first page walks them and stops after the
+# page, where the default order needs the whole `pk IN (...)` list built first (hub.search.planner
+# token_driver). SQLite's index by resource carries the key too: SQLite, without statistics, takes
+# the index that tests the most columns by equality without reading the table, and a look-up of one
+# resource's rows of a parameter (the audit's BSN, consent's categories, a sort key) would otherwise
+# walk every row of that parameter through the search index, which tests res_type and param and
+# holds resource_pk. PostgreSQL plans by cost and keeps the narrow one.
 _TOKEN_KEY = ("res_type", "param", "code", "system")
+Index("ix_idx_token_key_resource", *(idx_token.c[c] for c in (*_TOKEN_KEY, "resource_pk")))
 _only_on("postgresql", "ix_idx_token_resource", idx_token, "resource_pk")
-_only_on("postgresql", "ix_idx_token_res_type_param_code_system", idx_token, *_TOKEN_KEY)
 _only_on("sqlite", "ix_idx_token_resource_key", idx_token, "resource_pk", *_TOKEN_KEY)
-_only_on("sqlite", "ix_idx_token_key_resource", idx_token, *_TOKEN_KEY, "resource_pk")
 
 # reference: a local target (type/id[/version]) or an absolute / canonical URL, plus
 # Reference.identifier for :identifier. The most numerous index rows (about 40 %), so one search
