@@ -565,7 +565,7 @@ def test_pages_hold_only_visible_matches_forward_and_back(hub: Services, registr
             assert all(len(page) == count for page in pages[:-1]), pages
             back, _ = walk(gp, last, "previous")
             assert back == list(reversed(pages)), (count, back)
-        first = gp.get(f"{search}2&_total=accurate").json()  # page and total in one statement (SQLite)
+        first = gp.get(f"{search}2&_total=accurate").json()  # page and total in one statement
         assert first["total"] == len(visible)
         assert [f"Observation/{e['resource']['id']}" for e in first["entry"]] == visible[:2]
         following = next(link["url"] for link in first["link"] if link["relation"] == "next")

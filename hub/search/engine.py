@@ -295,9 +295,13 @@ class SearchEngine:
             else:
                 rows = []
         total = None
-        if rows is None and early is not None and want_total and cursor is None and estimate_from is None:
-            # A first page and its total where constraints are tested per row: one statement, so
-            # each match is tested once, not once for the page and again for the count.
+        one_pass = early is not None or ctx.conn.dialect.name == "postgresql"
+        if rows is None and one_pass and want_total and cursor is None and estimate_from is None:
+            # A first page and its total in one statement, so each match is tested once, not once
+            # for the page and again for the count: where constraints are tested per row (SQLite's
+            # two steps), and on PostgreSQL, whose plan for a large list (a chain) tests every match
+            # for the page anyway (`patient.gender=male&_total=accurate`, 120 patients: two passes
+            # of 105 and 79 ms, one of 110).
             rows = page_of(filtered, func.count().over())
             total = rows[0][-1] if rows else 0
             rows = [row[:-1] for row in rows]
