@@ -127,12 +127,26 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
     def token_hub() -> Any:
         return w.run(SEARCH_TYPE, [("code", f"http://loinc.org|{rng.choice(w.codes)}"), ("_count", "50")])
 
-    def token_bare() -> None:
+    def token_bare() -> None:  # the code's index rows in write order, joined (as the hub's token_driver)
         code = rng.choice(w.codes)
-        sub = select(tok.resource_pk).where(
-            tok.res_type == "Observation", tok.param == "code", tok.code == code, tok.system == "http://loinc.org"
+        stmt = (
+            select(r.content)
+            .join_from(resource, idx_token, idx_token.c.resource_pk == r.pk)
+            .where(
+                r.res_type == "Observation",
+                r.is_current,
+                ~r.deleted,
+                tok.res_type == "Observation",
+                tok.param == "code",
+                tok.code == code,
+                tok.system == "http://loinc.org",
+            )
+            .group_by(*((tok.resource_pk,) if db.dialect == "sqlite" else (tok.resource_pk, r.pk)))
+            .order_by(tok.resource_pk)
+            .limit(50)
         )
-        page(and_(r.res_type == "Observation", r.pk.in_(sub)))
+        with db.transaction() as conn:
+            list(conn.execute(stmt))
 
     def ident_hub() -> Any:
         system, value = rng.choice(w.identifiers)
@@ -151,7 +165,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
     def ref_bare() -> None:
         sub = select(ref.resource_pk).where(
             ref.res_type == "Observation",
-            ref.param == "patient",
+            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
             ref.target_type == "Patient",
             ref.target_id == rng.choice(w.patients),
         )
@@ -164,7 +178,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
     def both_bare() -> None:
         of_patient = select(ref.resource_pk).where(
             ref.res_type == "Observation",
-            ref.param == "patient",
+            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
             ref.target_type == "Patient",
             ref.target_id == rng.choice(w.patients),
         )
@@ -189,7 +203,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         )
         obs = select(ref.resource_pk).where(
             ref.res_type == "Observation",
-            ref.param == "patient",
+            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
             ref.target_type == "Patient",
             ref.target_id.in_(males),
         )
