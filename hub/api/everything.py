@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import not_, select, tuple_, union
+from sqlalchemy import not_, select, union
 
 from hub.api.operations import Operation, register
 from hub.fhirmodel.structure import structure
@@ -21,6 +21,7 @@ from hub.search.compartment import index_params
 from hub.search.engine import Page
 from hub.search.planner import ReferenceValues
 from hub.search.query import SearchQuery
+from hub.store.keys import pair_filter
 from hub.store.tables import idx_reference, resource
 
 _OWN = {"_since", "_type", "_count", "_page", "_total", "_format", "_pretty", "_summary", "_elements", "start", "end"}
@@ -34,12 +35,13 @@ def _compartment_pairs(registry: Any) -> list[tuple[str, str]]:
     return [(rt, code) for rt in patient_compartment() for code in index_params(registry, "Patient", rt)]
 
 
-def members(registry: Any, patient_ids: list[str], local: Any) -> Any:
+def members(registry: Any, patient_ids: list[str], local: Any, dialect: str) -> Any:
     """pks of the patients and of the current resources in their compartments."""
-    in_compartment = select(idx_reference.c.resource_pk).where(
-        idx_reference.c.target_type == "Patient",
-        idx_reference.c.target_id.in_(patient_ids),
-        tuple_(idx_reference.c.res_type, idx_reference.c.param).in_(_compartment_pairs(registry)),
+    ref = idx_reference.c
+    in_compartment = select(ref.resource_pk).where(
+        ref.target_type == "Patient",
+        ref.target_id.in_(patient_ids),
+        pair_filter(ref.res_type, ref.param, _compartment_pairs(registry), dialect),
         local,
     )
     patients = select(resource.c.pk).where(
@@ -48,10 +50,10 @@ def members(registry: Any, patient_ids: list[str], local: Any) -> Any:
     return union(in_compartment, patients)
 
 
-def everything_select(registry: Any, patient_ids: list[str], base_url: str) -> Any:
+def everything_select(registry: Any, patient_ids: list[str], base_url: str, dialect: str) -> Any:
     """The SELECT of every resource $everything returns for these patients (before _type/_since)."""
     local = ReferenceValues(base_url).local(idx_reference.c)
-    inside = members(registry, patient_ids, local).subquery()
+    inside = members(registry, patient_ids, local, dialect).subquery()
     referenced = (
         select(idx_reference.c.target_type, idx_reference.c.target_id)
         .where(
@@ -103,7 +105,7 @@ def everything(ctx: Context) -> Result:
         if name in ("start", "end"):
             raise FhirError(400, "not-supported", f"$everything: the {name} parameter is not supported", name)
     patient_ids = _patients(ctx)
-    stmt = everything_select(engine.registry, patient_ids or ["\x00none"], i.base_url)
+    stmt = everything_select(engine.registry, patient_ids or ["\x00none"], i.base_url, ctx.conn.dialect.name)
     types = [t for v in (v for k, v in i.params if k == "_type") for t in v.split(",") if t]
     if types:
         stmt = stmt.where(resource.c.res_type.in_(types))

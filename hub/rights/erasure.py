@@ -39,9 +39,8 @@ def _erase(ctx: Context) -> Result:
     patient_id = own_patient(ctx)
     conn = ctx.conn
     local = ReferenceValues(ctx.interaction.base_url).local(idx_reference.c)
-    current = ctx.repo.by_pks(
-        [row[0] for row in conn.execute(members(ctx.services.search_params, [patient_id], local))]
-    )
+    inside = members(ctx.services.search_params, [patient_id], local, conn.dialect.name)
+    current = ctx.repo.by_pks([row[0] for row in conn.execute(inside)])
     keys = sorted({(s.res_type, s.res_id) for s in current})
     authors: dict[tuple[str, str], set[str]] = {}
     for i in range(0, len(keys), _CHUNK):

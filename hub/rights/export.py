@@ -41,7 +41,8 @@ def own_patient(ctx: Context) -> str:
 def _export(ctx: Context) -> Result:
     patient_id = own_patient(ctx)
     local = ReferenceValues(ctx.interaction.base_url).local(idx_reference.c)
-    pks = [row[0] for row in ctx.conn.execute(members(ctx.services.search_params, [patient_id], local))]
+    inside = members(ctx.services.search_params, [patient_id], local, ctx.conn.dialect.name)
+    pks = [row[0] for row in ctx.conn.execute(inside)]
     stored = sorted(ctx.repo.by_pks(pks), key=lambda s: (s.res_type, s.res_id))
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"{ctx.interaction.base_url}/{s.res_type}/{s.res_id}", "resource": s.resource()}

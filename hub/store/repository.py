@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import BigInteger, Connection, and_, any_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from hub.formats import jsonfmt
 from hub.formats.outcome import FhirError, gone, not_found, precondition_failed
@@ -26,6 +27,7 @@ from hub.store.statistics import WRITTEN
 from hub.store.tables import INDEX_TABLES, resource
 
 _CHUNK = 400  # rows per IN (...) list: well under SQLite's variable limit
+_PK_ARRAY = ARRAY(BigInteger)
 
 
 class Indexer(Protocol):
@@ -188,10 +190,19 @@ class Repository:
         return found
 
     def by_pks(self, pks: Sequence[int]) -> list[Stored]:
-        """Rows by primary key, in the order given (search results)."""
+        """Rows by primary key, in the order given (search results). PostgreSQL gets the keys as one
+        array: as a list of 200 parameters ($everything's page) the statement is too long for
+        psycopg's cache of parsed statements and for its prepared statements, and is parsed again
+        on every execution on both sides."""
         found: dict[int, Stored] = {}
         for i in range(0, len(pks), _CHUNK):
-            for row in self.conn.execute(select(*READ_COLUMNS).where(resource.c.pk.in_(pks[i : i + _CHUNK]))):
+            chunk = list(pks[i : i + _CHUNK])
+            wanted = (
+                resource.c.pk == any_(bindparam("pks", chunk, type_=_PK_ARRAY))
+                if self.postgres
+                else resource.c.pk.in_(chunk)
+            )
+            for row in self.conn.execute(select(*READ_COLUMNS).where(wanted)):
                 found[row[0]] = stored_from_row(row)
         return [found[pk] for pk in pks if pk in found]
 
