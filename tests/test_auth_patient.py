@@ -92,6 +92,20 @@ def test_searches_and_counts_see_only_the_compartment(pgo: TestClient) -> None:
     assert ids(everything) == {"Patient/a", "Observation/a1", "Observation/a2"}
 
 
+def test_a_chain_after_an_id_cannot_reveal_another_patient(client: TestClient, pgo: TestClient) -> None:
+    """a's Observation names patient b as its performer. A chain after an `_id` follows the
+    candidate's own references (on SQLite, Planner._chain per_row) and must still look only into
+    what the token may see: b is not in a's compartment, so neither b's name nor b's existence shows."""
+    a3 = {**obs("a3", "a"), "performer": [{"reference": "Patient/b"}]}
+    assert client.put("/fhir/Observation/a3", json=a3, headers=JSON).status_code == 201
+    assert ids(pgo.get("/fhir/Observation", params={"_id": "a3"}).json()) == {"Observation/a3"}
+    for chain in ("performer:Patient.family", "performer:Patient.name"):
+        found = pgo.get("/fhir/Observation", params={"_id": "a1,a3", chain: "Bakker"}).json()
+        assert found["total"] == 0, chain
+    mine = pgo.get("/fhir/Observation", params={"_id": "a1,a3", "subject:Patient._id": "a"}).json()
+    assert ids(mine) == {"Observation/a1", "Observation/a3"}  # the chain itself works
+
+
 def test_includes_do_not_leak(pgo: TestClient) -> None:
     found = pgo.get("/fhir/Practitioner", params={"_revinclude": "Observation:performer"}).json()
     assert ids(found, "include") == {"Observation/a1"}

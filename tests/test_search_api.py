@@ -571,6 +571,16 @@ REFERENCE_CHAINS_CASES = [
     ("subject:Patient.general-practitioner:Practitioner.family=bakker", {"o2"}),
     ("patient.organization.name=gezondheidscentrum", {"o2"}),
     ("subject:Patient.general-practitioner:Practitioner.name=nobody", set()),
+    # after an _id (on SQLite each candidate's own references are followed, Planner._chain per_row)
+    ("_id=o1,o2,o3,o5,o6&subject:Patient.name=jansen", {"o1", "o6"}),  # not Group g1, not a bare identifier
+    ("subject.name=jansen", {"o1", "o6"}),  # Group has no `name` parameter: g1 is not followed
+    ("_id=o1,o2,o3&subject.name=jansen", {"o1"}),
+    ("_id=o1,o2&patient.gender=female", {"o2"}),  # through the absolute reference on our base
+    (f"_id=o1,o2,o5,o6&patient.identifier={BSN}|999911120", {"o1", "o6"}),
+    ("_id=o1,o2,o6&subject:Patient.general-practitioner:Practitioner.name=de boer", {"o1", "o6"}),
+    ("_id=o1,o2,o6&patient.organization.name=gezondheidscentrum", {"o2"}),
+    ("_id=o1,o2,o6&subject:Patient.family=jansen&subject:Patient.gender=male", {"o1", "o6"}),
+    ("_id=o1,o2,o6&subject:Patient.family=jansen,de vries&subject:Patient.gender:not=male", {"o2"}),
 ]
 
 
@@ -731,6 +741,8 @@ def test_foreign_reference_in_the_middle_of_a_chain_or_has(foreign: TestClient) 
         obs("o-p3", coding(LOINC, "29463-7"), subject="Patient/p3"),
     )
     assert ids(foreign, "Observation", {"subject:Patient.general-practitioner:Practitioner.name": "dokter"}) == {"o-p3"}
+    after_id = {"_id": "o-p3,o1", "subject:Patient.general-practitioner:Practitioner.name": "dokter"}
+    assert ids(foreign, "Observation", after_id) == {"o-p3"}  # followed per candidate on SQLite
     assert ids(foreign, "Practitioner", {"_has:Patient:general-practitioner:family": "visser"}) == set()
     assert ids(foreign, "Practitioner", {"_has:Patient:general-practitioner:family": "smit"}) == {"dr1"}
     nested = {"_has:Patient:general-practitioner:_has:Observation:subject:code": "29463-7"}

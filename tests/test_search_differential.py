@@ -976,6 +976,19 @@ def chain_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
     return out
 
 
+def chain_after_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
+    """A chain after an `_id` of a few resources, some of which it finds: on SQLite such a chain
+    follows each candidate's own references (Planner._chain per_row) instead of listing its matches."""
+    out: list[Query] = []
+    for q in chain_queries(c, rng, count):
+        found = sorted(brute_query(c, q.rt, list(q.clauses)))
+        others = sorted(c.ids(q.rt) - set(found))
+        some = rng.sample(found, min(len(found), 3)) + rng.sample(others, min(len(others), 3))
+        if some:
+            out.append(Query(q.rt, (("_id", ",".join(sorted(some))), *q.clauses), f"{q.kind}-after-id"))
+    return out
+
+
 def has_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
     edges = _ref_edges(c)
     out: list[Query] = []
@@ -1028,6 +1041,7 @@ def _queries(c: Corpus) -> dict[str, list[Query]]:
         "chain": chain_queries(c, rng, 70),
         "has": has_queries(c, rng, 50),
         "composite": composite_queries(c, rng, 40),
+        "chain-after": chain_after_queries(c, rng, 40),  # last: the groups above keep their seeded queries
     }
     return _GENERATED[id(c)]
 
@@ -1050,7 +1064,7 @@ KNOWN: dict[str, Known] = {}
 
 # ==================================================================================== the tests
 
-GROUPS = ("simple", "and", "chain", "has", "composite")
+GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after")
 Rows = list[tuple[Query, set[str], set[str]]]
 
 

@@ -165,9 +165,10 @@ class SearchEngine:
         else:
             stmt = base_select(types)
         # SQLite: the driving clause (the first, or `driver`) enumerates; the others test each
-        # candidate's own index rows rather than building their lists of every match. A _has fans
-        # out to whatever refers to a candidate, so it does so only after a handful (an id, an
-        # identifier).
+        # candidate's own index rows (a chain: its own references) rather than building their lists
+        # of every match. A _has fans out to whatever refers to a candidate, so it does so only after
+        # a handful (an id, an identifier). A chain ranks as a reference, so it is later only after
+        # an id, an identifier, a reference or another chain.
         sqlite = ctx.conn.dialect.name == "sqlite"
         ordered = narrowest_first(clauses)
         first = driver if driver is not None else (ordered[0] if ordered else None)

@@ -332,7 +332,7 @@ class Planner:
         if clause.has is not None:
             return self._has(clause, types, r, per_row)
         if clause.chain is not None:
-            return self._chain(clause, types, r)
+            return self._chain(clause, types, r, per_row)
         table = _TABLES[clause.type]
         scope = self.param_scope(table, types, clause.code)
         if clause.modifier == "missing":
@@ -471,9 +471,38 @@ class Planner:
             return c.c2_text.like(f"{_like_escape(normalise(unescape(part)))}%", escape="\\")
         raise FhirError(400, "not-supported", f"{sub.name}: composite component of type {ctype}", sub.name)
 
-    def _chain(self, clause: Clause, types: list[str], r: Any) -> Col[bool]:
-        """subject:Patient.name=x -> the reference points at a Patient that has name x."""
+    def _chain(self, clause: Clause, types: list[str], r: Any, per_row: bool = False) -> Col[bool]:
+        """subject:Patient.name=x -> the reference points at a Patient that has name x.
+
+        `per_row` (a chain after the clause that enumerates, on SQLite): the row's own references of
+        the parameter are read, and each target tested on its own index rows, rather than listing
+        every resource that refers to any Patient named x (half of all Observations for
+        `patient.gender=male`)."""
         assert clause.chain is not None
+        if per_row:
+            own = by_resource(idx_reference)
+            tests = []
+            for t in clause.chain_types:
+                target = resource.alias()
+                found = select(literal(1)).where(
+                    target.c.res_type == t,
+                    target.c.res_id == own.c.target_id,
+                    target.c.is_current,
+                    not_(target.c.deleted),
+                    self.condition(clause.chain, [t], target, per_row=True),
+                    *(c([t], target) for c in self.constraints),
+                )
+                tests.append(and_(own.c.target_type == t, exists(found)))
+            return exists(
+                select(literal(1))
+                .select_from(own)
+                .where(
+                    own.c.resource_pk == r.c.pk,
+                    self.param_scope(own, types, clause.code),
+                    or_(*tests),
+                    self.refs.local(own.c),
+                )
+            )
         ref = idx_reference
         target = resource.alias()
         options = []
