@@ -253,7 +253,7 @@ def test_everything_sends_its_lists_as_arrays(pg_world: tuple[Services, TestClie
     """PostgreSQL plans each alternative of an IN list: the compartment's 99 (type, parameter) pairs
     and a list of all 146 resource types for a token that may read them all made the $everything page
     statement 24,000 characters with 442 parameters, 31-46 ms to plan for 16 ms of execution, and too
-    long for psycopg's cache of parsed statements (1,000 patients; after: 7 ms planning). The pairs
+    big for psycopg's cache of parsed statements (1,000 patients; after: 7 ms planning). The pairs
     and a page's primary keys go as one array parameter each; an all-types list is left out."""
     services, client = pg_world
     statements, bundle = _captured(services, client, "/fhir/Patient/p17/$everything")
