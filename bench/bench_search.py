@@ -162,26 +162,20 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
     def ref_hub() -> Any:
         return w.run(SEARCH_TYPE, [("patient", rng.choice(w.patients)), ("_count", "50")])
 
-    def ref_bare() -> None:
-        sub = select(ref.resource_pk).where(
-            ref.res_type == "Observation",
-            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
-            ref.target_type == "Patient",
-            ref.target_id == rng.choice(w.patients),
+    def observations_of(patients: Any) -> Any:  # `patient` is `subject` of type Patient: no rows of its own
+        return select(ref.resource_pk).where(
+            ref.res_type == "Observation", ref.param == "subject", ref.target_type == "Patient", patients
         )
-        page(and_(r.res_type == "Observation", r.pk.in_(sub)))
+
+    def ref_bare() -> None:
+        page(and_(r.res_type == "Observation", r.pk.in_(observations_of(ref.target_id == rng.choice(w.patients)))))
 
     def both_hub() -> Any:
         code = f"http://loinc.org|{rng.choice(w.codes)}"
         return w.run(SEARCH_TYPE, [("patient", rng.choice(w.patients)), ("code", code), ("_count", "50")])
 
     def both_bare() -> None:
-        of_patient = select(ref.resource_pk).where(
-            ref.res_type == "Observation",
-            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
-            ref.target_type == "Patient",
-            ref.target_id == rng.choice(w.patients),
-        )
+        of_patient = observations_of(ref.target_id == rng.choice(w.patients))
         with_code = select(tok.resource_pk).where(
             tok.res_type == "Observation",
             tok.param == "code",
@@ -201,12 +195,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
                 select(tok.resource_pk).where(tok.res_type == "Patient", tok.param == "gender", tok.code == "male")
             ),
         )
-        obs = select(ref.resource_pk).where(
-            ref.res_type == "Observation",
-            ref.param == "subject",  # `patient` is `subject` of type Patient: no rows of its own
-            ref.target_type == "Patient",
-            ref.target_id.in_(males),
-        )
+        obs = observations_of(ref.target_id.in_(males))
         where = and_(r.res_type == "Observation", r.pk.in_(obs))
         page(where)
         with db.transaction() as conn:

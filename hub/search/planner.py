@@ -19,7 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
 from hub.search.extract import row_scope
-from hub.search.query import PREFIXES, Clause, HasLink, split_unescaped, unescape
+from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
 from hub.store.hints import by_resource
 from hub.store.tables import (
     idx_composite,
@@ -485,12 +485,7 @@ class Planner:
             for t in clause.chain_types:
                 target = resource.alias()
                 found = select(literal(1)).where(
-                    target.c.res_type == t,
-                    target.c.res_id == own.c.target_id,
-                    target.c.is_current,
-                    not_(target.c.deleted),
-                    self.condition(clause.chain, [t], target, per_row=True),
-                    *(c([t], target) for c in self.constraints),
+                    target.c.res_id == own.c.target_id, *self._visible_matches(t, clause.chain, target, True)
                 )
                 tests.append(and_(own.c.target_type == t, exists(found)))
             return exists(
@@ -507,13 +502,7 @@ class Planner:
         target = resource.alias()
         options = []
         for t in clause.chain_types:
-            inner = select(target.c.res_id).where(
-                target.c.res_type == t,
-                target.c.is_current,
-                not_(target.c.deleted),
-                self.condition(clause.chain, [t], target),
-                *(c([t], target) for c in self.constraints),
-            )
+            inner = select(target.c.res_id).where(*self._visible_matches(t, clause.chain, target, False))
             options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
         sub = select(ref.c.resource_pk).where(
             self.param_scope(ref, types, clause.code),
@@ -533,7 +522,9 @@ class Planner:
         source = resource.alias()
         if per_row and len(types) == 1:
             ref = idx_reference.alias()
-            passes = select(literal(1)).where(source.c.pk == ref.c.resource_pk, *self._sources(link, source, True))
+            passes = select(literal(1)).where(
+                source.c.pk == ref.c.resource_pk, *self._visible_matches(link.source_type, link.inner, source, True)
+            )
             return exists(
                 select(literal(1)).where(
                     ref.c.target_id == r.c.res_id,
@@ -544,7 +535,7 @@ class Planner:
                 )
             )
         ref = idx_reference
-        matching = select(source.c.pk).where(*self._sources(link, source, False))
+        matching = select(source.c.pk).where(*self._visible_matches(link.source_type, link.inner, source, False))
         ids = select(ref.c.target_id).where(
             self.param_scope(ref, [link.source_type], link.reference_code),
             ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
@@ -555,16 +546,16 @@ class Planner:
             return tuple_(r.c.res_type, r.c.res_id).in_(ids.with_only_columns(ref.c.target_type, ref.c.target_id))
         return r.c.res_id.in_(ids)
 
-    def _sources(self, link: HasLink, source: Any, per_row: bool) -> list[Col[bool]]:
-        """A _has's referring resource `source`: current, of the link's type, meeting the inner
-        criterion and the access constraints."""
-        t = link.source_type
+    def _visible_matches(self, t: str, inner: Clause, row: Any, per_row: bool) -> list[Col[bool]]:
+        """The resource row `row` (an alias) that a chain's target or a _has's referring resource must
+        be: current, of type `t`, meeting the inner criterion and the access constraints, so neither
+        reveals what is hidden."""
         return [
-            source.c.res_type == t,
-            source.c.is_current,
-            not_(source.c.deleted),
-            self.condition(link.inner, [t], source, per_row=per_row),
-            *(c([t], source) for c in self.constraints),
+            row.c.res_type == t,
+            row.c.is_current,
+            not_(row.c.deleted),
+            self.condition(inner, [t], row, per_row=per_row),
+            *(c([t], row) for c in self.constraints),
         ]
 
     # -- sorting --------------------------------------------------------------------------------
