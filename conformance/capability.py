@@ -78,6 +78,17 @@ def build(services: Any) -> dict[str, Any]:
                 "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
             },
             {"name": "_type", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/type"},
+            {
+                "name": "_filter",
+                "type": "special",
+                "documentation": "R4 search_filter.html: and / or (left to right) / not, chains, every"
+                " operator for the types it applies to; no filters on a path (name[filter].name)",
+            },
+            {
+                "name": "_list",
+                "type": "special",
+                "documentation": "the resources a List (by id) has as entries; no functional lists ($current-...)",
+            },
         ],
     }
     if system_ops:

@@ -106,6 +106,28 @@ def test_a_chain_after_an_id_cannot_reveal_another_patient(client: TestClient, p
     assert ids(mine) == {"Observation/a1", "Observation/a3"}  # the chain itself works
 
 
+def test_filter_and_list_see_only_the_compartment(client: TestClient, pgo: TestClient) -> None:
+    """`_filter`'s chains and `not`, and `_list`, look only into what the token may see. A List about
+    patient b that names a's own Observation a1 does not lead the app to a1: the List is b's."""
+    for rid, about in (("lijst-a", "a"), ("lijst-b", "b")):
+        lst = {
+            "resourceType": "List",
+            "id": rid,
+            "status": "current",
+            "mode": "working",
+            "subject": {"reference": f"Patient/{about}"},
+            "entry": [{"item": {"reference": "Observation/a1"}}],
+        }
+        assert client.put(f"/fhir/List/{rid}", json=lst, headers=JSON).status_code == 201
+    assert ids(client.get("/fhir/Observation", params={"_list": "lijst-b"}).json()) == {"Observation/a1"}
+    assert ids(pgo.get("/fhir/Observation", params={"_list": "lijst-a"}).json()) == {"Observation/a1"}
+    assert pgo.get("/fhir/Observation", params={"_list": "lijst-b"}).json()["total"] == 0
+    hidden = pgo.get("/fhir/Observation", params={"_filter": 'subject.family eq "Bakker" or code eq secret-code'})
+    assert hidden.json()["total"] == 0
+    rest = pgo.get("/fhir/Observation", params={"_filter": 'not (subject.family eq "Bakker")'}).json()
+    assert ids(rest) == {"Observation/a1", "Observation/a2"}
+
+
 def test_includes_do_not_leak(pgo: TestClient) -> None:
     found = pgo.get("/fhir/Practitioner", params={"_revinclude": "Observation:performer"}).json()
     assert ids(found, "include") == {"Observation/a1"}

@@ -670,6 +670,8 @@ def value_match(kind: str, a: Any, value: str, modifier: str | None, targets: tu
 
 def brute(c: Corpus, rt: str, name: str, value: str) -> set[str]:
     """The ids of `rt` that one parameter occurrence `name=value` selects."""
+    if name == "_filter":
+        return brute_filter(c, rt, FILTER_TREES[value])
     if name.startswith("_has:"):
         _, source, ref_code, inner = name.split(":", 3)
         sources = brute(c, source, inner, value)
@@ -1028,6 +1030,124 @@ def composite_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
     return out
 
 
+# A _filter expression's tree: ("leaf", name, value) in ordinary search syntax, ("not", tree), or
+# ("and" | "or", [trees]). The brute force evaluates the tree with the leaves' own brute().
+FilterTree = tuple[Any, ...]
+FILTER_TREES: dict[str, FilterTree] = {}
+
+
+def brute_filter(c: Corpus, rt: str, tree: FilterTree) -> set[str]:
+    if tree[0] == "leaf":
+        return brute(c, rt, tree[1], tree[2])
+    if tree[0] == "not":
+        return c.ids(rt) - brute_filter(c, rt, tree[1])
+    parts = [brute_filter(c, rt, t) for t in tree[1]]
+    return set.intersection(*parts) if tree[0] == "and" else set.union(*parts)
+
+
+def _leaf_type(rt: str, name: str) -> str | None:
+    """The type of the parameter at the end of an untyped chain (None where the chain names a type)."""
+    head, dot, rest = name.partition(".")
+    code, _, modifier = head.partition(":")
+    p = param(rt, code)
+    if p is None:
+        return None
+    if not dot:
+        return p.type
+    if modifier:
+        return None  # a _filter path cannot name the target type
+    next_code = rest.partition(".")[0].partition(":")[0]
+    targets = [t for t in p.targets if param(t, next_code)]
+    return _leaf_type(targets[0], rest) if targets else None
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value) if not value or re.search(r'[\s()\[\]"]', value) else value
+
+
+def filter_text(rt: str, name: str, value: str) -> str | None:
+    """The _filter comparison that means what `name=value` means in ordinary search, or None where
+    _filter has none (a typed chain, :exact, :text, :of-type, :identifier, an escaped value, OR)."""
+    if "\\" in value or "," in value or name.startswith("_has"):
+        return None
+    kind = _leaf_type(rt, name)
+    path, _, modifier = name.rpartition(".")[2].partition(":")
+    full = ".".join([*name.split(".")[:-1], path])
+    if kind is None:
+        return None
+    if modifier == "missing":
+        return f"{full} pr {'false' if value == 'true' else 'true'}"
+    if full.rpartition(".")[2] == "_id":
+        return f"{full} eq {value}" if not modifier else None
+    if kind == "string":
+        op = {"": "sw", "contains": "co"}.get(modifier)
+        return f"{full} {op} {_quoted(value)}" if op else None
+    if kind == "token":
+        if modifier == "not":
+            return f"not ({full} eq {_quoted(value)})"
+        return f"{full} eq {_quoted(value)}" if not modifier else None
+    if kind == "reference":
+        return f"{full} re {_quoted(value)}" if not modifier else None
+    if kind in ("date", "number", "quantity"):
+        prefix, rest = prefix_of(value)
+        return f"{full} {prefix} {_quoted(rest)}" if not modifier else None
+    if kind == "uri":
+        op = {"": "eq", "below": "sw"}.get(modifier)
+        return f"{full} {op} {_quoted(value)}" if op else None
+    return None
+
+
+def _render(tree: FilterTree, rt: str) -> str:
+    if tree[0] == "leaf":
+        text = filter_text(rt, tree[1], tree[2])
+        assert text is not None
+        return f"({text})" if text.startswith("not") else text
+    if tree[0] == "not":
+        return f"not ({_render(tree[1], rt)})"
+    return f" {tree[0]} ".join(f"({_render(t, rt)})" if t[0] in ("and", "or") else _render(t, rt) for t in tree[1])
+
+
+def _random_tree(rng: random.Random, leaves: list[FilterTree]) -> FilterTree:
+    if len(leaves) == 1:
+        return ("not", leaves[0]) if rng.random() < 0.25 else leaves[0]
+    cut = rng.randrange(1, len(leaves))
+    node = (rng.choice(["and", "or", "or"]), [_random_tree(rng, leaves[:cut]), _random_tree(rng, leaves[cut:])])
+    return ("not", node) if rng.random() < 0.15 else node
+
+
+def filter_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
+    """Random and / or / not over two to four comparisons, values taken from the data (mostly from
+    one resource, so some match), rendered as _filter; the brute force evaluates the same tree."""
+    edges = _ref_edges(c)
+    types = [t for t in sorted(c.resources) if len(c.resources[t]) >= 5]
+    out: list[Query] = []
+    while len(out) < count:
+        rt = rng.choice(types)
+        rid = rng.choice(sorted(c.resources[rt]))
+        pool: list[tuple[str, str]] = []
+        for p in compared_params(c, rt):
+            pool.extend(clause_options(c, rng, rt, p, 1, rid if rng.random() < 0.7 else None))
+            if rng.random() < 0.1:
+                pool.append((f"{p.code}:missing", rng.choice(["true", "false"])))
+        onward = [e for e in edges if e[0] == rt]
+        if onward and rng.random() < 0.5:  # a chain: Observation: subject.name sw "..."
+            _, code, target = rng.choice(onward)
+            inner = _inner(c, rng, target)
+            if inner and ":" not in inner[0]:
+                pool.append((f"{code}.{inner[0]}", inner[1]))
+        usable = [o for o in pool if filter_text(rt, *o) is not None]
+        if len(usable) < 2:
+            continue
+        leaves: list[FilterTree] = [
+            ("leaf", n, v) for n, v in rng.sample(usable, min(len(usable), rng.choice([2, 3, 4])))
+        ]
+        tree = _random_tree(rng, leaves)
+        text = _render(tree, rt)
+        FILTER_TREES[text] = tree
+        out.append(Query(rt, (("_filter", text),), "filter"))
+    return out
+
+
 _GENERATED: dict[int, dict[str, list[Query]]] = {}
 
 
@@ -1042,6 +1162,7 @@ def _queries(c: Corpus) -> dict[str, list[Query]]:
         "has": has_queries(c, rng, 50),
         "composite": composite_queries(c, rng, 40),
         "chain-after": chain_after_queries(c, rng, 40),  # last: the groups above keep their seeded queries
+        "filter": filter_queries(c, random.Random(SEED + 1), 120),  # its own generator: the others unchanged
     }
     return _GENERATED[id(c)]
 
@@ -1064,7 +1185,7 @@ KNOWN: dict[str, Known] = {}
 
 # ==================================================================================== the tests
 
-GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after")
+GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after", "filter")
 Rows = list[tuple[Query, set[str], set[str]]]
 
 

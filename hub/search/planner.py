@@ -19,7 +19,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
 from hub.search.extract import row_scope
-from hub.search.query import PREFIXES, Clause, split_unescaped, unescape
+from hub.search.query import PREFIXES, Clause, FilterNode, split_unescaped, unescape
 from hub.store.hints import by_resource
 from hub.store.tables import (
     idx_composite,
@@ -65,13 +65,20 @@ def _string(clause: Clause, value: str) -> Col[bool]:
     v = unescape(value)
     if clause.modifier == "exact":
         return idx_string.c.exact == v
+    if clause.op in ("eq", "ne"):  # _filter: the whole value, case- and accent-insensitive
+        same = idx_string.c.value == normalise(v)
+        return same if clause.op == "eq" else not_(same)
     norm = _like_escape(normalise(v))
     if clause.modifier == "contains":
         return idx_string.c.value.like(f"%{norm}%", escape="\\")
+    if clause.op == "ew":
+        return idx_string.c.value.like(f"%{norm}", escape="\\")
     return idx_string.c.value.like(f"{norm}%", escape="\\")
 
 
 def _token(clause: Clause, value: str, *, prefix: str = "") -> Col[bool]:
+    if clause.op == "ne":  # _filter: a value of the parameter other than this one
+        return not_(_token(Clause(clause.name, clause.code, clause.type, clause.modifier, [], clause.param), value))
     t = idx_token
     if clause.modifier == "text":
         return t.c.text.like(f"{_like_escape(normalise(unescape(value)))}%", escape="\\")
@@ -127,6 +134,8 @@ def _compare(col: Any, lo: Any, hi: Any, value: Any, prefix: str, name: str) -> 
 def _number(clause: Clause, value: str) -> Col[bool]:
     prefix, text = split_prefix(value)
     v, lo, hi = _number_range(text, clause.name)
+    if clause.op == "co":  # _filter: the stored value's precision includes this one
+        return and_(idx_number.c.low <= v, idx_number.c.high > v)
     return _compare(idx_number.c.value, lo, hi, v, prefix, clause.name)
 
 
@@ -180,7 +189,12 @@ def _date_test(low: Any, high: Any, prefix: str, ps: int, pe: int) -> Col[bool]:
 
 def _date(clause: Clause, value: str) -> Col[bool]:
     prefix, ps, pe = date_range(value, clause.name)
-    return _date_test(idx_date.c.low, idx_date.c.high, prefix, ps, pe)
+    low, high = idx_date.c.low, idx_date.c.high
+    if clause.op == "po":  # _filter: the stored period overlaps the value's
+        return and_(low <= pe, high >= ps)
+    if clause.op == "co":  # _filter: the stored period contains the value's
+        return and_(low <= ps, high >= pe)
+    return _date_test(low, high, prefix, ps, pe)
 
 
 def _uri(clause: Clause, value: str) -> Col[bool]:
@@ -246,7 +260,7 @@ _RANKS = {"token": 2, "uri": 2, "composite": 2, "string": 3, "number": 3, "quant
 
 def rank(c: Clause) -> int:
     """How few resources a clause usually matches: 0 (an id, an identifier: a handful) to 5."""
-    if c.modifier in _BROAD:
+    if c.modifier in _BROAD or c.filter is not None or c.op == "ne":
         return 5
     if c.code == "_id" or (c.type == "token" and c.code == "identifier"):
         return 0
@@ -282,7 +296,7 @@ def token_driver(clauses: list[Clause], types: list[str], registry: Any) -> Clau
     if not clauses or len(types) != 1:
         return None
     first = narrowest_first(clauses)[0]
-    if first.type != "token" or first.modifier or first.chain or first.has or first.code == "_id":
+    if first.type != "token" or first.modifier or first.op or first.chain or first.has or first.code == "_id":
         return None
     if len(first.values) != 1:  # code=a,b: two ranges of the index, no longer in pk order
         return None
@@ -329,6 +343,8 @@ class Planner:
             return not_(test) if clause.modifier == "not" else test
         if clause.code == "_lastUpdated":
             return or_(*(self._last_updated(clause, v, r) for v in clause.values))
+        if clause.filter is not None:
+            return self._filter(clause.filter, types, r, per_row)
         if clause.has is not None:
             return self._has(clause, types, r, per_row)
         if clause.chain is not None:
@@ -423,6 +439,10 @@ class Planner:
         start, end = parse_range(text, clause.name)
         col = r.c.last_updated
         # A stored instant is a point: [t, t].
+        if clause.op == "po":  # _filter: the point lies in the value's period
+            return and_(col >= start, col <= end)
+        if clause.op == "co":  # _filter: the point contains the value's period only if it is one
+            return and_(col <= start, col >= end)
         return _date_test(col, col, prefix, start, end)  # type: ignore[arg-type]
 
     def _composite(self, clause: Clause, value: str) -> Col[bool]:
@@ -545,6 +565,16 @@ class Planner:
         if len(types) > 1:  # system search: Group/g1 must not match a Patient/g1
             return tuple_(r.c.res_type, r.c.res_id).in_(ids.with_only_columns(ref.c.target_type, ref.c.target_id))
         return r.c.res_id.in_(ids)
+
+    def _filter(self, node: FilterNode, types: list[str], r: Any, per_row: bool) -> Col[bool]:
+        """A _filter expression's `and` / `or` / `not` over its clauses' conditions."""
+        conds = [
+            self._filter(p, types, r, per_row) if isinstance(p, FilterNode) else self.condition(p, types, r, per_row)
+            for p in node.parts
+        ]
+        if node.op == "not":
+            return not_(conds[0])
+        return and_(*conds) if node.op == "and" else or_(*conds)
 
     def _visible_matches(self, t: str, inner: Clause, row: Any, per_row: bool) -> list[Col[bool]]:
         """The resource row `row` (an alias) that a chain's target or a _has's referring resource must

@@ -18,7 +18,7 @@ RESULT = {
     "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_contained",
     "_containedType", "_page", "_format", "_pretty", "_since", "_at",
 }  # fmt: skip
-UNSUPPORTED = {"_list", "_text", "_content", "_query", "_filter", "_contained", "_containedType"}
+UNSUPPORTED = {"_text", "_content", "_query", "_contained", "_containedType"}
 
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
@@ -47,6 +47,18 @@ class Clause:
     chain: Clause | None = None  # subject.name=x: the clause on the referenced type
     chain_types: list[str] = field(default_factory=list)  # the types the chain goes through
     has: HasLink | None = None  # _has:Observation:patient:code=x
+    # _filter (hub.search.filter): a test ordinary search has no form for ("eq", "ne", "ew" on a
+    # string, "ne" on a token, "po" / "co" on a date, "co" on a number); and an `or` / `not` of clauses.
+    op: str | None = None
+    filter: FilterNode | None = None
+
+
+@dataclass
+class FilterNode:
+    """A _filter expression's `and` / `or` over its parts, or `not` of its one part."""
+
+    op: str
+    parts: list[FilterNode | Clause]
 
 
 @dataclass
@@ -149,6 +161,14 @@ class QueryParser:
             if base == "_type":  # the engine works out `types` from it; the links must keep it
                 query.echo.append((name, value))
                 continue
+            if base == "_list":
+                query.clauses.append(self._list(name, value))
+                query.echo.append((name, value))
+                continue
+            if base == "_filter":
+                query.clauses.extend(self._filter(query, types, name, value))
+                query.echo.append((name, value))
+                continue
             clause = self.clause(query, types, name, value)
             if clause is not None:
                 query.clauses.append(clause)
@@ -232,6 +252,33 @@ class QueryParser:
         return [Include(source, code, target, iterate, reverse)]
 
     # -- filter parameters ------------------------------------------------------------------------
+
+    def _list(self, name: str, value: str) -> Clause:
+        """`_list=id`: the resources that List/id names among its entries (R4 search.html#list), i.e.
+        `_has:List:item:_id=id`, so the List itself must be one the caller may see."""
+        if name != "_list":
+            raise FhirError(400, "invalid", f"{name}: _list takes no modifier", name)
+        ids = _split_or(value)
+        if any(not i for i in ids):
+            raise FhirError(400, "invalid", "_list has an empty value", name)
+        functional = [unescape(i) for i in ids if i.startswith(("$", "\\$"))]
+        if functional:
+            raise FhirError(
+                400, "not-supported", f"_list: functional lists ({', '.join(functional)}) are not supported", name
+            )
+        inner = Clause("_id", "_id", "token", None, ids)
+        return Clause(name, "_has", "special", None, [], None, has=HasLink("List", "item", inner))
+
+    def _filter(self, query: SearchQuery, types: list[str], name: str, value: str) -> list[Clause]:
+        """`_filter=expression`: its comparisons as clauses (hub.search.filter). Strict whatever the
+        handling: a comparison skipped as unknown would change what the rest of the expression means."""
+        from hub.search import filter as search_filter
+
+        if name != "_filter":
+            raise FhirError(400, "invalid", f"{name}: _filter takes no modifier", name)
+        strict = QueryParser(self.registry, True, self.default_count, self.max_count)
+        tree = search_filter.parse(value)
+        return search_filter.build(tree, value, lambda n, v: strict.clause(query, types, n, v))
 
     def clause(self, query: SearchQuery, types: list[str], name: str, value: str) -> Clause | None:
         if name.startswith("_has:"):
