@@ -13,6 +13,7 @@ framework), for random parameter values:
   identifier   Patient?identifier=[system|value]
   reference    Observation?patient=[id]&_count=50
   patient+code Observation?patient=[id]&code=[a LOINC code]&_count=50 (a patient's values of one kind)
+  filter       Observation?_filter=patient re Patient/[id] and (code eq loinc|[a] or code eq loinc|[b])
   chain+total  Observation?patient.gender=male&_count=50&_total=accurate
   everything   Patient/[id]/$everything (first page, 200)
 
@@ -52,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from bench_audit import timed  # noqa: E402
 from bench_ingest import chosen_files, describe, fresh_database, make_services  # noqa: E402
-from sqlalchemy import and_, func, select  # noqa: E402
+from sqlalchemy import and_, func, or_, select  # noqa: E402
 
 from hub.load import _bundles, load_paths  # noqa: E402
 from hub.pipeline import BATCH, OPERATION, SEARCH_TYPE, TRANSACTION, Interaction, Principal  # noqa: E402
@@ -184,6 +185,24 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         )
         page(and_(r.res_type == "Observation", r.pk.in_(of_patient), r.pk.in_(with_code)))
 
+    def filter_hub() -> Any:  # a patient's values of either of two kinds, as one _filter
+        a, b = rng.sample(w.codes, 2)
+        expression = f"patient re Patient/{rng.choice(w.patients)} and (code eq loinc|{a} or code eq loinc|{b})"
+        return w.run(SEARCH_TYPE, [("_filter", expression), ("_count", "50")])
+
+    def filter_bare() -> None:
+        a, b = rng.sample(w.codes, 2)
+        of_patient = observations_of(ref.target_id == rng.choice(w.patients))
+
+        def with_code(code: str) -> Any:
+            return select(tok.resource_pk).where(
+                tok.res_type == "Observation", tok.param == "code", tok.code == code, tok.system == "http://loinc.org"
+            )
+
+        page(
+            and_(r.res_type == "Observation", r.pk.in_(of_patient), or_(r.pk.in_(with_code(a)), r.pk.in_(with_code(b))))
+        )
+
     def chain_hub() -> Any:
         return w.run(SEARCH_TYPE, [("patient.gender", "male"), ("_count", "50"), ("_total", "accurate")])
 
@@ -214,6 +233,7 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         "identifier": (ident_hub, ident_bare),
         "reference": (ref_hub, ref_bare),
         "patient+code": (both_hub, both_bare),
+        "filter": (filter_hub, filter_bare),
         "chain+total": (chain_hub, chain_bare),
         "everything": (everything_hub, everything_bare),
     }

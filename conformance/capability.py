@@ -28,7 +28,7 @@ def build(services: Any) -> dict[str, Any]:
         params = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in sorted(registry.for_type(rt), key=lambda p: p.code)
-            if p.type != "special" and p.url
+            if (p.type != "special" or p.indexed) and p.url and p.code != "_query"  # no named queries here
         ]
         ops = [
             {"name": op.name, "definition": op.definition or f"urn:hub:operation:{op.name}"}

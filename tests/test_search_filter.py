@@ -29,6 +29,7 @@ from test_search_api import (  # noqa: F401  (fixtures are used by name)
     matches,
     measured,
     mentions,
+    pat,
     people,
     put,
     risks,
@@ -302,3 +303,127 @@ REFERENCE_FILTER_EQUIVALENTS = [
 @pytest.mark.parametrize(("expression", "query"), REFERENCE_FILTER_EQUIVALENTS)
 def test_filter_means_what_the_ordinary_search_means(linked: TestClient, expression: str, query: str) -> None:
     assert f(linked, "Observation", expression) == ids(linked, "Observation", list(parse_qsl(query)))
+
+
+# ============================================================================ _text, _content, near
+
+LONG = " ".join(f"regel{i}" for i in range(200))  # past the 500 characters the search index keeps
+
+
+@pytest.fixture
+def narrated(client: TestClient) -> TestClient:
+    def div(text: str) -> dict[str, str]:
+        return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{text}</div>'}
+
+    put(
+        client,
+        {**pat("n-allergie", "Jansen"), "text": div("<p>Allergie voor <b>penicilline</b>; woont alleen</p>")},
+        {**pat("n-cafe", "Bakker"), "text": div("Drinkt veel CAFÉ &amp; thee")},
+        {**pat("n-lang", "Visser"), "text": div(f"{LONG} slotwoord")},
+        pat("n-geen", "Smit"),
+        {
+            "resourceType": "Condition",
+            "id": "c-diabetes",
+            "subject": {"reference": "Patient/n-geen"},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006",
+                                 "display": "Diabetes mellitus type 2"}]},
+        },
+        {
+            "resourceType": "Condition",
+            "id": "c-astma",
+            "subject": {"reference": "Patient/n-allergie"},
+            "code": {"text": "Astma bij inspanning"},
+            "text": div("Astma, bekend sinds 2010; gebruikt salbutamol"),
+        },
+    )  # fmt: skip
+    return client
+
+
+TEXT_CASES = [
+    ("Patient?_text=penicilline", {"n-allergie"}),
+    ("Patient?_text=PENICILLINE alleen", {"n-allergie"}),  # every word, anywhere, any case
+    ("Patient?_text=penicilline kat", set()),
+    ("Patient?_text=cafe", {"n-cafe"}),  # accents fold; entities are read
+    ("Patient?_text=café %26 thee", {"n-cafe"}),
+    ("Patient?_text=slotwoord", {"n-lang"}),  # beyond the indexed start of a long narrative
+    ("Patient?_text=woont,thee", {"n-allergie", "n-cafe"}),
+    ("Patient?_text:exact=woont alleen", {"n-allergie"}),  # the words as one phrase
+    ("Patient?_text:exact=alleen woont", set()),
+    ("Patient?_text:missing=true", {"n-geen"}),
+    ("Patient?_text=div", set()),  # the markup is not text
+    ("Condition?_text=salbutamol", {"c-astma"}),
+    # _content: names, the narrative, code displays and texts
+    ("Patient?_content=jansen", {"n-allergie"}),
+    ("Patient?_content=jansen penicilline", {"n-allergie"}),  # one word in the name, one in the text
+    ("Patient?_content=bakker,visser", {"n-cafe", "n-lang"}),
+    ("Condition?_content=diabetes", {"c-diabetes"}),
+    ("Condition?_content=mellitus type", {"c-diabetes"}),
+    ("Condition?_content=inspanning", {"c-astma"}),  # CodeableConcept.text
+    ("Condition?_content=salbutamol", {"c-astma"}),
+    ("Condition?_content=44054006", set()),  # a code is not text (search it with `code`)
+    ("Condition?_content=status", set()),  # nor the JSON's keys
+    ("Condition?_content=diabetes&subject=Patient/n-geen", {"c-diabetes"}),
+]
+
+
+def test_text_and_content(narrated: TestClient) -> None:
+    check(TEXT_CASES, lambda query: ids(narrated, query.split("?")[0], list(parse_qsl(query.split("?", 1)[1]))))
+
+
+def test_text_and_content_on_both_positions_in_a_search(narrated: TestClient) -> None:
+    """First (it lists its matches) and after an id (tested on the candidate's own rows on SQLite)."""
+    assert ids(narrated, "Patient", {"_id": "n-allergie,n-cafe", "_content": "jansen"}) == {"n-allergie"}
+    assert ids(narrated, "Patient", {"_id": "n-allergie,n-cafe", "_text": "thee"}) == {"n-cafe"}
+    assert f(narrated, "Patient", '_text co "penicilline" or family eq smit') == {"n-allergie", "n-geen"}
+
+
+def test_query_is_refused(narrated: TestClient) -> None:
+    status, outcome = error(narrated, "Patient", {"_query": "mijn-lijst"})
+    assert status == 400 and mentions(outcome, "_query")
+
+
+@pytest.fixture
+def places(client: TestClient) -> TestClient:
+    def loc(lid: str, lat: float, long: float) -> dict[str, object]:
+        return {"resourceType": "Location", "id": lid, "name": lid, "position": {"latitude": lat, "longitude": long}}
+
+    put(
+        client,
+        loc("zoetermeer", 52.0575, 4.4931),  # the search point below
+        loc("den-haag", 52.0705, 4.3007),  # 13.2 km west
+        loc("leiden", 52.1601, 4.4970),  # 11.4 km north
+        loc("rotterdam", 51.9225, 4.4792),  # 15.0 km south
+        loc("groningen", 53.2194, 6.5665),  # 190 km
+        {"resourceType": "Location", "id": "zonder", "name": "zonder positie"},
+    )
+    return client
+
+
+NEAR_CASES = [
+    ("52.0575|4.4931|1|km", {"zoetermeer"}),
+    ("52.0575|4.4931|12|km", {"zoetermeer", "leiden"}),
+    ("52.0575|4.4931|14", {"zoetermeer", "leiden", "den-haag"}),  # km when not said
+    ("52.0575|4.4931|16000|m", {"zoetermeer", "leiden", "den-haag", "rotterdam"}),
+    ("52.0575|4.4931|10|mi", {"zoetermeer", "leiden", "den-haag", "rotterdam"}),  # 16.1 km
+    ("52.0575|4.4931|150|km", {"zoetermeer", "leiden", "den-haag", "rotterdam"}),
+    ("52.0575|4.4931|200|km", {"zoetermeer", "leiden", "den-haag", "rotterdam", "groningen"}),
+    ("52.0575|4.4931", {"zoetermeer"}),  # the server's own default: 5 km
+    ("53.2194|6.5665|1|km,52.1601|4.4970|1|km", {"groningen", "leiden"}),
+]
+
+
+def test_near(places: TestClient) -> None:
+    check(NEAR_CASES, lambda value: ids(places, "Location", {"near": value}))
+    assert ids(places, "Location", {"near:missing": "true"}) == {"zonder"}
+    assert ids(places, "Location", {"near": "52.0575|4.4931|12|km", "name": "leiden"}) == {"leiden"}
+    for bad in ("52.0|", "noord|oost", "52.0|4.4|1|parsec", "95|4.4|1|km", "52|4.4|-1|km"):
+        status, outcome = error(places, "Location", {"near": bad})
+        assert status == 400 and mentions(outcome, "near"), bad
+    status, outcome = error(places, "Location", {"_sort": "near"})
+    assert status == 400 and mentions(outcome, "_sort")
+
+
+def test_capability_statement_lists_near_and_content_not_query(client: TestClient) -> None:
+    types = {r["type"]: r for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]}
+    location = {p["name"] for p in types["Location"]["searchParam"]}
+    assert {"near", "_text", "_content"} <= location and "_query" not in location

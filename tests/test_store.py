@@ -189,6 +189,43 @@ def test_migration_0013_drops_the_rows_of_derived_reference_parameters(tmp_path:
     engine.dispose()
 
 
+def test_migration_0019_indexes_the_narratives_and_positions_already_stored(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, insert
+
+    from hub.store.tables import idx_composite, idx_string
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = schema.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0018")
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">Woont <b>alleen</b></div>'
+    stored = [
+        ("Patient", "p1", {"resourceType": "Patient", "text": {"status": "generated", "div": div}}, True),
+        ("Patient", "p2", {"resourceType": "Patient"}, True),
+        ("Location", "l1", {"resourceType": "Location", "position": {"latitude": 52.06, "longitude": 4.49}}, True),
+        ("Location", "l0", {"resourceType": "Location", "position": {"latitude": 1.0, "longitude": 2.0}}, False),
+    ]
+    with engine.begin() as conn:
+        for pk, (rt, rid, content, current) in enumerate(stored, start=1):
+            conn.execute(
+                insert(resource).values(
+                    pk=pk, res_type=rt, res_id=rid, version_id=1, last_updated=datetime(2026, 1, 1),
+                    is_current=current, deleted=False, method="PUT", content=json.dumps(content).encode(),
+                )
+            )  # fmt: skip
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        texts = conn.execute(select(idx_string.c.resource_pk, idx_string.c.param, idx_string.c.exact)).all()
+        positions = conn.execute(
+            select(idx_composite.c.resource_pk, idx_composite.c.c2_low, idx_composite.c.c3_low)
+        ).all()
+    assert texts == [(1, "_text", "woont alleen")]
+    assert positions == [(3, 52.06, 4.49)]  # the old version (pk 4) is not indexed
+    engine.dispose()
+
+
 def test_migration_0011_backfills_the_care_relations_the_hub_writes(services: Services) -> None:
     """The backfill of care_relation (SQL, fixed in the migration) and consent/care.py (run on every
     write) derive the same rows from the same data: references by id with and without a URA / AGB,

@@ -33,6 +33,7 @@ call does no parsing. Conventions the search side must share:
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import unicodedata
@@ -87,13 +88,13 @@ Converter = Callable[[Any, "PlanEntry"], Iterable[Row]]
 # ------------------------------------------------------------------------------------------ strings
 
 
-def normalize_string(text: str) -> str:
+def normalize_string(text: str, limit: int | None = MAX_STRING) -> str:
     """The form string search compares: accents removed, case folded, whitespace collapsed."""
     if text.isascii():
-        return " ".join(text.lower().split())[:MAX_STRING]
+        return " ".join(text.lower().split())[:limit]
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())[:MAX_STRING]
+    return " ".join(stripped.casefold().split())[:limit]
 
 
 def _str_rows(values: Iterable[Any]) -> list[Row]:
@@ -102,6 +103,29 @@ def _str_rows(values: Iterable[Any]) -> list[Row]:
 
 def _string_primitive(value: Any, entry: PlanEntry) -> list[Row]:
     return _str_rows((value,))
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _narrative(value: Any, entry: PlanEntry) -> list[Row]:
+    """`_text`: the narrative's words, tags and entities removed. `value` (the search index) holds
+    its start; `exact`, not indexed, the whole, which _text searches for its words."""
+    if not isinstance(value, str):
+        return []
+    text = normalize_string(html.unescape(_TAG.sub(" ", value)), limit=None)
+    return [(text[:MAX_STRING], text)] if text else []
+
+
+def _position(value: Any, entry: PlanEntry) -> list[Row]:
+    """Location `near`: latitude as component 2, longitude as component 3 (idx_composite)."""
+    if not isinstance(value, dict):
+        return []
+    try:
+        lat, long = float(value["latitude"]), float(value["longitude"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    return [(None, None, None, None, lat, lat, None, None, None, long, long)]
 
 
 def _parts(value: dict[str, Any], single: tuple[str, ...], lists: tuple[str, ...]) -> list[Any]:
@@ -443,6 +467,7 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
         **dict.fromkeys(_STRINGS, _string_primitive),
         "HumanName": _human_name,
         "Address": _address,
+        "xhtml": _narrative,
     },
     "token": {
         **dict.fromkeys((*_STRINGS, "boolean", *_NUMBERS), _token_primitive),
@@ -472,6 +497,7 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
         "Range": _quantity_range,
     },
     "uri": dict.fromkeys(("uri", "url", "canonical", "oid", "uuid", "string"), _uri),
+    "special": {"Location.position": _position},  # Location `near`, written to idx_composite
 }
 
 
@@ -611,7 +637,7 @@ def _build_plan(resource_type: str, registry: Registry) -> list[PlanEntry]:
         entries.append(
             PlanEntry(
                 code=code,
-                table=param.type,
+                table="composite" if param.type == "special" else param.type,
                 evaluator=evaluator,
                 converters={**converters, "code": _token_code} if implicit else converters,
                 targets=frozenset(param.targets),

@@ -8,6 +8,7 @@ subquery; AND'ed clauses are separate semi-joins. Chains and _has nest the same 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,8 @@ def split_prefix(value: str) -> tuple[str, str]:
 
 def _string(clause: Clause, value: str) -> Col[bool]:
     v = unescape(value)
+    if clause.code == "_text":  # the narrative's words, wherever they stand (`exact` holds it whole)
+        return _words(idx_string.c.exact, v, phrase=clause.modifier == "exact")
     if clause.modifier == "exact":
         return idx_string.c.exact == v
     if clause.op in ("eq", "ne"):  # _filter: the whole value, case- and accent-insensitive
@@ -74,6 +77,15 @@ def _string(clause: Clause, value: str) -> Col[bool]:
     if clause.op == "ew":
         return idx_string.c.value.like(f"%{norm}", escape="\\")
     return idx_string.c.value.like(f"{norm}%", escape="\\")
+
+
+def _words(col: Any, text: str, phrase: bool = False) -> Col[bool]:
+    """Each word of `text` (or the whole of it, `phrase`) somewhere in a normalised text column."""
+    norm = normalise(text)
+    words = [norm] if phrase else norm.split()
+    if not words:
+        return false()
+    return and_(*(col.like(f"%{_like_escape(w)}%", escape="\\") for w in words))
 
 
 def _token(clause: Clause, value: str, *, prefix: str = "") -> Col[bool]:
@@ -316,7 +328,41 @@ _TABLES = {
     "quantity": idx_quantity,
     "uri": idx_uri,
     "composite": idx_composite,
+    "special": idx_composite,  # Location `near`: latitude and longitude (hub.search.extract _position)
 }
+KM_PER_DEGREE_LATITUDE = 110.574
+KM_PER_DEGREE_LONGITUDE_AT_EQUATOR = 111.320
+DISTANCE_UNITS = {"km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344, "[mi_us]": 1.609347}
+DEFAULT_NEAR_KM = 5.0  # R4 leaves "near" without a distance to the server
+
+
+def _near(clause: Clause, value: str) -> Col[bool]:
+    """`near=latitude|longitude|distance|units`: a Location whose position lies within the distance
+    (km unless said; 5 km when not given). The distance is that of a flat map around the search
+    point (longitude degrees shrunk by cos(latitude)), within 0.5 % of the great circle up to a few
+    hundred km at Dutch latitudes, and needs nothing but arithmetic in SQL."""
+    parts = [unescape(p) for p in split_unescaped(value, "|")]
+    try:
+        lat, long = float(parts[0]), float(parts[1])
+        distance = float(parts[2]) if len(parts) > 2 and parts[2] else DEFAULT_NEAR_KM
+    except (ValueError, IndexError):
+        raise FhirError(
+            400, "invalid", f"{clause.name}={value}: expected latitude|longitude[|distance[|units]]", clause.name
+        ) from None
+    units = parts[3] if len(parts) > 3 and parts[3] else "km"
+    if units not in DISTANCE_UNITS or len(parts) > 4 or not (-90 <= lat <= 90 and -180 <= long <= 180) or distance < 0:
+        raise FhirError(
+            400,
+            "invalid",
+            f"{clause.name}={value}: latitude, longitude, distance or units ({', '.join(DISTANCE_UNITS)}) out of range",
+            clause.name,
+        )
+    km = distance * DISTANCE_UNITS[units]
+    c = idx_composite.c
+    dy = (c.c2_low - lat) * KM_PER_DEGREE_LATITUDE
+    dx = (c.c3_low - long) * (KM_PER_DEGREE_LONGITUDE_AT_EQUATOR * math.cos(math.radians(lat)))
+    box = km / KM_PER_DEGREE_LATITUDE  # a latitude band first: the square below is then tested on few rows
+    return and_(c.c2_low.between(lat - box, lat + box), dx * dx + dy * dy <= km * km)
 
 
 class Planner:
@@ -345,6 +391,8 @@ class Planner:
             return or_(*(self._last_updated(clause, v, r) for v in clause.values))
         if clause.filter is not None:
             return self._filter(clause.filter, types, r, per_row)
+        if clause.code == "_content":
+            return self._content(clause, types, r, per_row)
         if clause.has is not None:
             return self._has(clause, types, r, per_row)
         if clause.chain is not None:
@@ -397,6 +445,8 @@ class Planner:
             return _uri(clause, value)
         if t == "composite":
             return self._composite(clause, value)
+        if t == "special":
+            return _near(clause, value)
         raise FhirError(400, "not-supported", f"{clause.name}: {t} parameters are not supported", clause.name)
 
     def _terminology_test(self, clause: Clause, value: str, types: list[str]) -> Col[bool]:
@@ -565,6 +615,36 @@ class Planner:
         if len(types) > 1:  # system search: Group/g1 must not match a Patient/g1
             return tuple_(r.c.res_type, r.c.res_id).in_(ids.with_only_columns(ref.c.target_type, ref.c.target_id))
         return r.c.res_id.in_(ids)
+
+    def _content(self, clause: Clause, types: list[str], r: Any, per_row: bool) -> Col[bool]:
+        """`_content=words`: each word somewhere in the resource's texts: its string parameters'
+        values, its narrative (`_text`), the display texts of its codes. The hub's reading of
+        "search on the entire content": what its search parameters index, not the JSON's keys."""
+        s, t = idx_string, idx_token
+
+        def found(table: Any, test: Col[bool]) -> Col[bool]:
+            if per_row:
+                return _on_the_row(table, r, test)
+            scope = table.c.res_type.in_(types) if len(types) > 1 else table.c.res_type == types[0]
+            return r.c.pk.in_(select(table.c.resource_pk).where(scope, test))
+
+        options = []
+        for value in clause.values:
+            words = normalise(unescape(value)).split()
+            options.append(
+                and_(
+                    *(
+                        or_(
+                            found(s, or_(_words(s.c.value, w), and_(s.c.param == "_text", _words(s.c.exact, w)))),
+                            found(t, _words(t.c.text, w)),
+                        )
+                        for w in words
+                    )
+                )
+                if words
+                else false()
+            )
+        return or_(*options)
 
     def _filter(self, node: FilterNode, types: list[str], r: Any, per_row: bool) -> Col[bool]:
         """A _filter expression's `and` / `or` / `not` over its clauses' conditions."""

@@ -18,7 +18,7 @@ RESULT = {
     "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_contained",
     "_containedType", "_page", "_format", "_pretty", "_since", "_at",
 }  # fmt: skip
-UNSUPPORTED = {"_text", "_content", "_query", "_contained", "_containedType"}
+UNSUPPORTED = {"_contained", "_containedType"}
 
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
@@ -155,6 +155,8 @@ class QueryParser:
             if base in RESULT:
                 self._result_param(query, name, value)
                 continue
+            if base == "_query":  # a search the client meant to narrow must not answer everything
+                raise FhirError(400, "not-supported", f"_query: this server defines no named query {value!r}", name)
             if base in UNSUPPORTED:
                 self.problem(query, name, f"The search parameter {base} is not supported")
                 continue
@@ -216,7 +218,8 @@ class QueryParser:
                 continue
             desc = raw.startswith("-")
             code = raw.lstrip("-")
-            if code not in ("_id", "_lastUpdated") and not all(self.registry.get(t, code) for t in query.types):
+            params = [self.registry.get(t, code) for t in query.types]
+            if code not in ("_id", "_lastUpdated") and not all(p and p.type != "special" and p.indexed for p in params):
                 raise FhirError(
                     400,
                     "invalid",
@@ -297,13 +300,20 @@ class QueryParser:
             if any(v == "" for v in values):
                 raise FhirError(400, "invalid", f"{name} has an empty value", name)
             return Clause(name, code, kind, modifier_or_none, values)
+        if code == "_content":  # every text of the resource (hub.search.planner Planner._content)
+            if modifier_or_none or dot:
+                raise FhirError(400, "invalid", f"{name}: _content takes no modifier", name)
+            values = _split_or(value)
+            if any(not v.strip() for v in values):
+                raise FhirError(400, "invalid", f"{name} has an empty value", name)
+            return Clause(name, code, "special", None, values)
         params = [self.registry.get(t, code) for t in types]
         if not all(params):
             missing = [t for t, p in zip(types, params, strict=True) if p is None]
             self.problem(query, name, f"Unknown search parameter {code!r} for {', '.join(missing)}")
             return None
         param = params[0]
-        if param.type == "special":
+        if param.type == "special" and not param.indexed:  # Location `near` is indexed
             self.problem(query, name, f"The special search parameter {code} is not supported")
             return None
         if dot:  # chained: subject.name=x, subject:Patient.name=x

@@ -22,7 +22,13 @@ from hub.search.fhirpath import ANY, Evaluator, FhirPathError, compile_expressio
 SEARCH_TYPES = frozenset({"number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"})
 RESOURCE_LEVEL = ("Resource", "DomainResource")
 # Answered from the resource table's own columns (or not indexable at all), so never indexed.
-NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_text", "_content", "_query", "_list", "_has", "_type"})
+NOT_INDEXED = frozenset({"_id", "_lastUpdated", "_content", "_query", "_list", "_has", "_type"})
+# R4 gives these no expression, or one of type special; the hub indexes them all the same:
+# `_text` is the narrative (hub.search.extract _narrative), `near` Location.position's latitude and
+# longitude (one idx_composite row, hub.search.extract _position).
+TEXT_URL = "http://hl7.org/fhir/SearchParameter/DomainResource-text"
+NEAR_URL = "http://hl7.org/fhir/SearchParameter/Location-near"
+EXPRESSIONS = {TEXT_URL: "DomainResource.text.`div`"}  # `div` is also an operator: quoted
 COMPARTMENTS = ("Device", "Encounter", "Patient", "Practitioner", "RelatedPerson")  # R4 compartment types
 _CODE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -48,7 +54,8 @@ class SearchParam:
     @property
     def indexed(self) -> bool:
         """Whether writes fill index rows for it (not for special ones or what the resource table answers)."""
-        return self.type != "special" and bool(self.expression) and self.code not in NOT_INDEXED
+        special = self.type == "special" and not (self.url == NEAR_URL and not self.custom)
+        return not special and bool(self.expression) and self.code not in NOT_INDEXED
 
     def extractor(self, base: str, *, strict: bool = False) -> Evaluator | None:
         """The expression compiled for resources of type `base` (a concrete type or Resource/DomainResource)."""
@@ -82,7 +89,10 @@ class SearchParam:
 @lru_cache(maxsize=1)
 def _standard_params() -> tuple[SearchParam, ...]:
     data = resources.files("hub.search").joinpath("data/search-parameters.json").read_bytes()
-    return tuple(SearchParam.from_json(d) for d in orjson.loads(data))
+    return tuple(
+        SearchParam.from_json({**d, "expression": EXPRESSIONS.get(d["url"], d.get("expression"))})
+        for d in orjson.loads(data)
+    )
 
 
 class Registry:
