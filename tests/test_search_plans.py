@@ -315,6 +315,8 @@ SQLITE_SEARCHES = [
     f"Observation?code={LOINC}|8867-4&patient=p5",
     "Observation?patient=p9&_include=Observation:encounter",
     "Patient/p17/$everything",
+    # an `or` of lists is one list (Planner._filter): as two `pk IN` tests, every Observation was tested
+    "Observation?_filter=patient re Patient/p17 or subject re Patient/p18 or _id eq o3-0",
 ]
 
 

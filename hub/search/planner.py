@@ -13,7 +13,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, literal, not_, or_, select, true, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.sql.elements import ColumnElement as Col
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -403,15 +417,37 @@ class Planner:
             present = _on_the_row(table, r, scope) if per_row else r.c.pk.in_(select(table.c.resource_pk).where(scope))
             return not_(present) if clause.values == ["true"] else present
         terminology = clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token"
-        if terminology:
-            tests = [self._terminology_test(clause, v, types) for v in clause.values]
-        else:
-            tests = [self.value_test(clause, v, types) for v in clause.values]
+        test = self._value_tests(clause, types)
         if per_row and not terminology:  # a terminology test may hold subqueries of its own
-            found = _on_the_row(table, r, and_(scope, or_(*tests)))
+            found = _on_the_row(table, r, and_(scope, test))
         else:
-            found = r.c.pk.in_(select(table.c.resource_pk).where(scope, or_(*tests)))
+            found = r.c.pk.in_(select(table.c.resource_pk).where(scope, test))
         return not_(found) if clause.modifier in ("not", "not-in") else found
+
+    def _value_tests(self, clause: Clause, types: list[str]) -> Col[bool]:
+        """The clause's values (OR'd) as a test on its index table's columns."""
+        if clause.modifier in ("in", "not-in", "above", "below") and clause.type == "token":
+            return or_(*(self._terminology_test(clause, v, types) for v in clause.values))
+        return or_(*(self.value_test(clause, v, types) for v in clause.values))
+
+    def matching(self, clause: Clause, types: list[str]) -> Select[Any] | None:
+        """The list of resource_pks a clause matches, where its condition is `pk IN (that list)`; None
+        for the others (a negation, `:missing`, `_lastUpdated`, `_has`, `_content`, a _filter node)."""
+        if clause.code in ("_lastUpdated", "_content") or clause.filter is not None or clause.has is not None:
+            return None
+        if clause.modifier in ("not", "not-in", "missing"):
+            return None
+        if clause.code == "_id":
+            row = resource.alias()
+            wanted = [i for i in (_id_value(v) for v in clause.values) if i is not None]
+            type_test = row.c.res_type.in_(types) if len(types) > 1 else row.c.res_type == types[0]
+            return select(row.c.pk).where(type_test, row.c.res_id.in_(wanted), row.c.is_current)
+        if clause.chain is not None:
+            return self._chain_rows(clause, types)
+        table = _TABLES[clause.type]
+        return select(table.c.resource_pk).where(
+            self.param_scope(table, types, clause.code), self._value_tests(clause, types)
+        )
 
     def driven(self, clause: Clause, types: list[str], postgres: bool = False) -> Select[Any]:
         """base_select joined to the token rows of `clause` (token_driver) and grouped by their
@@ -568,18 +604,22 @@ class Planner:
                     self.refs.local(own.c),
                 )
             )
+        return r.c.pk.in_(self._chain_rows(clause, types))
+
+    def _chain_rows(self, clause: Clause, types: list[str]) -> Select[Any]:
+        """The resource_pks whose references of the chain's parameter point at a matching target."""
+        assert clause.chain is not None
         ref = idx_reference
         target = resource.alias()
         options = []
         for t in clause.chain_types:
             inner = select(target.c.res_id).where(*self._visible_matches(t, clause.chain, target, False))
             options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
-        sub = select(ref.c.resource_pk).where(
+        return select(ref.c.resource_pk).where(
             self.param_scope(ref, types, clause.code),
             or_(*options),
             self.refs.local(ref.c),  # another server's Patient/p1 is not our Patient/p1
         )
-        return r.c.pk.in_(sub)
 
     def _has(self, clause: Clause, types: list[str], r: Any, per_row: bool = False) -> Col[bool]:
         """_has:Observation:patient:code=x -> an Observation with code x refers to this resource.
@@ -647,10 +687,21 @@ class Planner:
         return or_(*options)
 
     def _filter(self, node: FilterNode, types: list[str], r: Any, per_row: bool) -> Col[bool]:
-        """A _filter expression's `and` / `or` / `not` over its clauses' conditions."""
-        conds = [
+        """A _filter expression's `and` / `or` / `not` over its clauses' conditions. The parts of an
+        `or` that are lists of matches (`matching`) become one list, a UNION: as separate `pk IN`
+        tests SQLite tested every resource of the type against each (`code eq a or code eq b` on
+        SQLite, 120 patients: 31 ms)."""
+        parts: list[FilterNode | Clause] = list(node.parts)
+        conds: list[Col[bool]] = []
+        if node.op == "or" and not per_row:
+            lists = {id(p): self.matching(p, types) for p in parts if isinstance(p, Clause)}
+            listed = [sel for sel in lists.values() if sel is not None]
+            if len(listed) > 1:
+                conds.append(r.c.pk.in_(union_all(*listed)))
+                parts = [p for p in parts if lists.get(id(p)) is None]
+        conds += [
             self._filter(p, types, r, per_row) if isinstance(p, FilterNode) else self.condition(p, types, r, per_row)
-            for p in node.parts
+            for p in parts
         ]
         if node.op == "not":
             return not_(conds[0])
