@@ -16,8 +16,10 @@ strict xfail test below that starts passing when the bug is fixed.
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
+import math
 import random
 import re
 import unicodedata
@@ -672,6 +674,8 @@ def brute(c: Corpus, rt: str, name: str, value: str) -> set[str]:
     """The ids of `rt` that one parameter occurrence `name=value` selects."""
     if name == "_filter":
         return brute_filter(c, rt, FILTER_TREES[value])
+    if name in ("_text", "_content", "near"):
+        return brute_text_or_near(c, rt, name, value)
     if name.startswith("_has:"):
         _, source, ref_code, inner = name.split(":", 3)
         sources = brute(c, source, inner, value)
@@ -1148,6 +1152,99 @@ def filter_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
     return out
 
 
+# ============================================================== _text, _content, near (search.html)
+# The hub's reading, written here again: _text is every word (folded) somewhere in the narrative,
+# tags and entities removed; _content every word somewhere in one of the resource's texts (its
+# string parameters' values, its narrative, its codes' displays and texts); near the great-circle
+# distance (the hub's flat-map distance is within 0.5 % of it: the generated distances keep 2 % away
+# from every Location's own).
+
+_TAG_RE = re.compile(r"<[^>]*>")
+EARTH_KM = 6371.0088
+
+
+def narrative(res: dict[str, Any]) -> str:
+    div = (res.get("text") or {}).get("div")
+    return fold(html.unescape(_TAG_RE.sub(" ", div))) if isinstance(div, str) else ""
+
+
+def texts(c: Corpus, rt: str, rid: str) -> list[str]:
+    res = c.resources[rt][rid]
+    out = [narrative(res)]
+    for p in params_of(rt):
+        if p.type == "string" and p.expression:
+            out.extend(fold(a) for a in c.atoms(rt, p.code).get(rid, ()))
+        elif p.type == "token" and p.expression and p.code not in NOT_COMPARED:
+            out.extend(fold(a.text) for a in c.atoms(rt, p.code).get(rid, ()) if a.text)
+    return [t for t in out if t]
+
+
+def position(res: dict[str, Any]) -> tuple[float, float] | None:
+    pos = res.get("position") or {}
+    if "latitude" in pos and "longitude" in pos:
+        return float(pos["latitude"]), float(pos["longitude"])
+    return None
+
+
+def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    (la1, lo1), (la2, lo2) = ((math.radians(x), math.radians(y)) for x, y in (a, b))
+    h = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * EARTH_KM * math.asin(math.sqrt(h))
+
+
+def brute_text_or_near(c: Corpus, rt: str, name: str, value: str) -> set[str]:
+    out = set()
+    for v in split_or(value):
+        if name == "near":
+            lat, long, km = (float(x) for x in v.split("|")[:3])
+            for rid, res in c.resources.get(rt, {}).items():
+                pos = position(res)
+                if pos is not None and great_circle_km((lat, long), pos) <= km:
+                    out.add(rid)
+            continue
+        words = fold(unescape(v)).split()
+        for rid, res in c.resources.get(rt, {}).items():
+            where = [narrative(res)] if name == "_text" else texts(c, rt, rid)
+            if all(any(w in t for t in where) for w in words):
+                out.add(rid)
+    return out
+
+
+def text_queries(c: Corpus, rng: random.Random) -> list[Query]:
+    out: list[Query] = []
+    narrated = [
+        (rt, rid) for rt in sorted(c.resources) for rid in sorted(c.resources[rt]) if narrative(c.resources[rt][rid])
+    ]
+    for rt, rid in rng.sample(narrated, min(len(narrated), 25)):
+        words = [w for w in narrative(c.resources[rt][rid]).split() if w.isalpha() and len(w) >= 3]
+        chosen = rng.sample(words, min(len(words), rng.choice([1, 1, 2])))
+        if rng.random() < 0.15:
+            chosen.append("zzyzx")
+        if chosen:
+            out.append(Query(rt, (("_text", " ".join(_case(rng, w) for w in chosen)),), "text"))
+    types = [t for t in sorted(c.resources) if len(c.resources[t]) >= 5]
+    while len(out) < 75:
+        rt = rng.choice(types)
+        rid = rng.choice(sorted(c.resources[rt]))
+        words = sorted({w for t in texts(c, rt, rid) for w in t.split() if w.isalpha() and len(w) >= 4})
+        if not words:
+            continue
+        chosen = rng.sample(words, min(len(words), rng.choice([1, 2, 2, 3])))
+        value = " ".join(_case(rng, w[: rng.randint(4, len(w))]) for w in chosen)  # parts of words count too
+        out.append(Query(rt, (("_content", value),), "content"))
+    located = [position(r) for r in c.resources.get("Location", {}).values() if position(r)]
+    for _ in range(25 if located else 0):
+        lat, long = rng.choice(located)  # type: ignore[misc]
+        lat, long = lat + rng.uniform(-0.2, 0.2), long + rng.uniform(-0.2, 0.2)
+        distances = [great_circle_km((lat, long), p) for p in located if p]
+        for _ in range(50):
+            km = rng.choice([1, 5, 10, 20, 50, 100]) * rng.uniform(0.5, 1.5)
+            if all(abs(d - km) > 0.02 * km for d in distances):
+                break
+        out.append(Query("Location", (("near", f"{lat:.5f}|{long:.5f}|{km:.3f}|km"),), "near"))
+    return out
+
+
 _GENERATED: dict[int, dict[str, list[Query]]] = {}
 
 
@@ -1163,6 +1260,7 @@ def _queries(c: Corpus) -> dict[str, list[Query]]:
         "composite": composite_queries(c, rng, 40),
         "chain-after": chain_after_queries(c, rng, 40),  # last: the groups above keep their seeded queries
         "filter": filter_queries(c, random.Random(SEED + 1), 120),  # its own generator: the others unchanged
+        "text": text_queries(c, random.Random(SEED + 2)),
     }
     return _GENERATED[id(c)]
 
@@ -1185,7 +1283,7 @@ KNOWN: dict[str, Known] = {}
 
 # ==================================================================================== the tests
 
-GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after", "filter")
+GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after", "filter", "text")
 Rows = list[tuple[Query, set[str], set[str]]]
 
 
