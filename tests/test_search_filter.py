@@ -375,6 +375,7 @@ def test_text_and_content_on_both_positions_in_a_search(narrated: TestClient) ->
     assert ids(narrated, "Patient", {"_id": "n-allergie,n-cafe", "_content": "jansen"}) == {"n-allergie"}
     assert ids(narrated, "Patient", {"_id": "n-allergie,n-cafe", "_text": "thee"}) == {"n-cafe"}
     assert f(narrated, "Patient", '_text co "penicilline" or family eq smit') == {"n-allergie", "n-geen"}
+    assert f(narrated, "Condition", '_content co "mellitus" or _text co "salbutamol"') == {"c-diabetes", "c-astma"}
 
 
 def test_query_is_refused(narrated: TestClient) -> None:

@@ -296,6 +296,10 @@ def _leaf(c: Comparison, text: str, make: Callable[[str, str], Clause | None]) -
         kind = "id"
     elif probe.code == "_lastUpdated":
         kind = "date"
+    if probe.code == "_content":  # words, as `_content=` reads them
+        if c.op not in ("co", "eq", "sw"):
+            raise _error(text, c.at, f"{where}: _content takes co")
+        return clause(name, _escape(c.value))
     if kind == "id":
         if c.op not in ("eq", "ne"):
             raise _error(text, c.at, f"{where}: _id takes eq or ne")
