@@ -75,7 +75,9 @@ class SearchEngine:
     def planner(self, ctx: Context) -> Planner:
         base = ctx.interaction.base_url
         constraints = ctx.facts.get("search-constraints", ())
-        return Planner(self.registry, base, constraints, self.terminology.session(ctx.conn, base))
+        return Planner(
+            self.registry, base, constraints, self.terminology.session(ctx.conn, base), dialect=ctx.conn.dialect.name
+        )
 
     def parser(self, ctx: Context, strict: bool | None = None) -> QueryParser:
         settings = ctx.services.settings
