@@ -14,6 +14,8 @@ framework), for random parameter values:
   reference    Observation?patient=[id]&_count=50
   patient+code Observation?patient=[id]&code=[a LOINC code]&_count=50 (a patient's values of one kind)
   filter       Observation?_filter=patient re Patient/[id] and (code eq loinc|[a] or code eq loinc|[b])
+  content      Observation?_content=[a word of a code's display]&_count=50 (every Observation's texts)
+  near         Location?near=[a Location's latitude|longitude]|10|km&_count=50
   chain+total  Observation?patient.gender=male&_count=50&_total=accurate
   everything   Patient/[id]/$everything (first page, 200)
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import math
 import multiprocessing
 import random
 import re
@@ -58,7 +61,7 @@ from sqlalchemy import and_, func, or_, select  # noqa: E402
 from hub.load import _bundles, load_paths  # noqa: E402
 from hub.pipeline import BATCH, OPERATION, SEARCH_TYPE, TRANSACTION, Interaction, Principal  # noqa: E402
 from hub.store.database import Database  # noqa: E402
-from hub.store.tables import idx_reference, idx_token, resource  # noqa: E402
+from hub.store.tables import idx_composite, idx_reference, idx_string, idx_token, resource  # noqa: E402
 
 HOLDER_URA = "99900001"
 BASE = "http://localhost:8080/fhir"
@@ -106,7 +109,27 @@ class World:
                     )
                 )
             ]
+            texts = [
+                r[0]
+                for r in conn.execute(
+                    select(idx_token.c.text).where(
+                        idx_token.c.res_type == "Observation",
+                        idx_token.c.param == "code",
+                        idx_token.c.text.is_not(None),
+                    )
+                )
+            ]
+            self.positions = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    select(idx_composite.c.c2_low, idx_composite.c.c3_low).where(
+                        idx_composite.c.res_type == "Location", idx_composite.c.param == "near"
+                    )
+                )
+            ]
         self.codes = [c for c, _ in codes.most_common(40)]
+        words = Counter(w for t in texts for w in set(t.split()) if w.isalpha() and len(w) >= 5)
+        self.words = [w for w, _ in words.most_common(40)]  # words of the codes' displays, common and rarer
 
     def run(self, kind: str, params: list[tuple[str, str]], res_type: str = "Observation", **kw: Any) -> Any:
         i = Interaction(kind, res_type=res_type, params=params, principal=CALLER, base_url=BASE, **kw)
@@ -203,6 +226,34 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
             and_(r.res_type == "Observation", r.pk.in_(of_patient), or_(r.pk.in_(with_code(a)), r.pk.in_(with_code(b))))
         )
 
+    def content_hub() -> Any:
+        return w.run(SEARCH_TYPE, [("_content", rng.choice(w.words)), ("_count", "50")])
+
+    def content_bare() -> None:  # the same lists: string values, code texts (no narratives in Synthea)
+        like = f"%{rng.choice(w.words)}%"
+        strings = select(idx_string.c.resource_pk).where(
+            idx_string.c.res_type == "Observation", idx_string.c.value.like(like)
+        )
+        texts = select(tok.resource_pk).where(tok.res_type == "Observation", tok.text.like(like))
+        page(and_(r.res_type == "Observation", or_(r.pk.in_(strings), r.pk.in_(texts))))
+
+    def near_hub() -> Any:
+        lat, long = rng.choice(w.positions)
+        return w.run(SEARCH_TYPE, [("near", f"{lat}|{long}|10|km"), ("_count", "50")], res_type="Location")
+
+    def near_bare() -> None:
+        lat, long = rng.choice(w.positions)
+        c = idx_composite.c
+        box = 10 / 110.574
+        dy, dx = (c.c2_low - lat) * 110.574, (c.c3_low - long) * 111.320 * math.cos(math.radians(lat))
+        near = select(c.resource_pk).where(
+            c.res_type == "Location",
+            c.param == "near",
+            c.c2_low.between(lat - box, lat + box),
+            dx * dx + dy * dy <= 100,
+        )
+        page(and_(r.res_type == "Location", r.pk.in_(near)))
+
     def chain_hub() -> Any:
         return w.run(SEARCH_TYPE, [("patient.gender", "male"), ("_count", "50"), ("_total", "accurate")])
 
@@ -234,6 +285,8 @@ def queries(w: World, rng: random.Random) -> dict[str, tuple[Callable[[], Any], 
         "reference": (ref_hub, ref_bare),
         "patient+code": (both_hub, both_bare),
         "filter": (filter_hub, filter_bare),
+        "content": (content_hub, content_bare),
+        "near": (near_hub, near_bare),
         "chain+total": (chain_hub, chain_bare),
         "everything": (everything_hub, everything_bare),
     }
