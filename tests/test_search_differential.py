@@ -1142,9 +1142,11 @@ def filter_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
         usable = [o for o in pool if filter_text(rt, *o) is not None]
         if len(usable) < 2:
             continue
-        leaves: list[FilterTree] = [
-            ("leaf", n, v) for n, v in rng.sample(usable, min(len(usable), rng.choice([2, 3, 4])))
-        ]
+        chosen = rng.sample(usable, min(len(usable), rng.choice([2, 3, 4])))
+        chains = [o for o in usable if "." in o[0] and o not in chosen]
+        if chains and rng.random() < 0.7:  # a chain, when there is one, is most often among them
+            chosen[0] = chains[0]
+        leaves: list[FilterTree] = [("leaf", n, v) for n, v in chosen]
         tree = _random_tree(rng, leaves)
         text = _render(tree, rt)
         FILTER_TREES[text] = tree
@@ -1390,6 +1392,15 @@ def test_the_generated_queries_cover_the_features(data: Corpus) -> None:
     ):
         assert rt in types
     print(f"\n{len(every)} queries: {dict(sorted(kinds.items()))}; not compared: {sorted(SKIPPED)}")
+    expressions = [q.clauses[0][1] for q in queries(data, "filter")]
+    for op in (" eq ", " re ", " sw ", " co ", " pr ", " and ", " or ", "not ("):
+        assert sum(op in e for e in expressions) >= 3, op
+    prefixes = Counter(p for e in expressions for p in re.findall(r" (ne|gt|lt|ge|le|sa|eb) ", e))
+    assert sum(prefixes.values()) >= 10 and len(prefixes) >= 4, prefixes
+    chain = re.compile(r"(?:^|[( ])[a-z_][a-z-]*(?:\.[a-z_][a-z-]*)+ (?:eq|ne|co|sw|gt|lt|ge|le|sa|eb|pr|re) ")
+    assert sum(bool(chain.search(e)) for e in expressions) >= 20
+    text = Counter(q.kind for q in queries(data, "text"))
+    assert text["text"] >= 10 and text["content"] >= 40 and text["near"] >= 20, text
 
 
 SORTS = [

@@ -428,3 +428,22 @@ def test_capability_statement_lists_near_and_content_not_query(client: TestClien
     types = {r["type"]: r for r in client.get("/fhir/metadata").json()["rest"][0]["resource"]}
     location = {p["name"] for p in types["Location"]["searchParam"]}
     assert {"near", "_text", "_content"} <= location and "_query" not in location
+
+
+def test_filter_in_a_compartment_and_in_conditional_interactions(linked: TestClient) -> None:
+    """The compartment search and the conditional interactions read their criteria with the same
+    parser: a `_filter` narrows them as it narrows a search."""
+    assert ids(linked, "Patient/p1/Observation", {"_filter": "code eq 29463-7 or code eq 85354-9"}) == {"o6"}
+    assert ids(linked, "Patient/p1/Observation", {"_filter": "not (code eq 29463-7)"}) == {"o1"}
+    code = {"coding": [{"system": LOINC, "code": "29463-7"}]}
+    body = {"resourceType": "Observation", "status": "amended", "code": code, "subject": {"reference": "Patient/p1"}}
+    r = linked.put("/fhir/Observation", params={"_filter": "subject re Patient/p1 and code eq 29463-7"}, json=body)
+    assert r.status_code == 200, r.text  # one match: updated in place
+    assert r.json()["id"] == "o6" and r.json()["status"] == "amended"
+    r = linked.put("/fhir/Observation", params={"_filter": "subject re Patient/p1"}, json=body)
+    assert r.status_code == 412, r.text  # several matches
+    r = linked.delete("/fhir/Observation", params={"_filter": "subject re Patient/p2 or subject re Group/g1"})
+    assert r.status_code == 412, r.text  # conditional delete takes one match (conditionalDelete: single)
+    r = linked.delete("/fhir/Observation", params={"_filter": "subject re Patient/p2 or _id eq o404"})
+    assert r.status_code in (200, 204), r.text
+    assert ids(linked, "Observation", {"_id": "o2,o3"}) == {"o3"}
