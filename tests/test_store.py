@@ -4,6 +4,9 @@ write path's rules (current flag, versions, index rows replaced) hold at the tab
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import BASE, patient
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from hub.app import Services
 from hub.store import bulk, schema
 from hub.store.database import Database
+from hub.store.engine import normalise_url
 from hub.store.tables import INDEX_TABLES, idx_reference, idx_token, metadata, resource
 
 JSON = {"Content-Type": "application/fhir+json"}
@@ -189,13 +193,41 @@ def test_migration_0013_drops_the_rows_of_derived_reference_parameters(tmp_path:
     engine.dispose()
 
 
-def test_migration_0019_indexes_the_narratives_and_positions_already_stored(tmp_path: Path) -> None:
+@contextmanager
+def _blank_database(db_url: str, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database of the kind `db_url` names, for a migration test to build from an old
+    revision: a SQLite file, or a private PostgreSQL schema dropped afterwards."""
+    if db_url == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+        yield engine
+        engine.dispose()
+        return
+    url = normalise_url(db_url)
+    name = f"hub_migration_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    engine = create_engine(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
+
+
+def test_migration_0019_indexes_the_narratives_and_positions_already_stored(db_url: str, tmp_path: Path) -> None:
+    with _blank_database(db_url, tmp_path) as engine:
+        _migrate_0019(engine)
+
+
+def _migrate_0019(engine: Engine) -> None:
     from alembic import command
-    from sqlalchemy import create_engine, insert
+    from sqlalchemy import insert
 
     from hub.store.tables import idx_composite, idx_string
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     cfg = schema.alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -223,7 +255,6 @@ def test_migration_0019_indexes_the_narratives_and_positions_already_stored(tmp_
         ).all()
     assert texts == [(1, "_text", "woont alleen")]
     assert positions == [(3, 52.06, 4.49)]  # the old version (pk 4) is not indexed
-    engine.dispose()
 
 
 def test_migration_0011_backfills_the_care_relations_the_hub_writes(services: Services) -> None:
