@@ -1158,8 +1158,8 @@ def filter_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
 # The hub's reading, written here again: _text is every word (folded) somewhere in the narrative,
 # tags and entities removed; _content every word somewhere in one of the resource's texts (its
 # string parameters' values, its narrative, its codes' displays and texts); near the great-circle
-# distance (the hub's flat-map distance is within 0.5 % of it: the generated distances keep 2 % away
-# from every Location's own).
+# distance (the hub's flat-map distance is within 1 % of it up to 200 km: the generated distances,
+# up to 150 km, keep 2 % away from every Location's own).
 
 _TAG_RE = re.compile(r"<[^>]*>")
 EARTH_KM = 6371.0088
