@@ -12,7 +12,8 @@ Each comparison becomes the `Clause` that the same test has in ordinary search (
 constraints are the ones every search uses. The few tests ordinary search has no form for (a
 string equal to or ending with a value, a token or string with an unequal value, a date period
 that overlaps or contains one, a number whose precision includes one) are marked on the clause
-(`Clause.op`) and planned in hub.search.planner.
+(`Clause.op`) and planned in hub.search.planner. Beyond the spec's table: `re` and `eq` both
+take a reference, a uri's `sw` reads as `:below`, and `_content co "words"` as `_content=words`.
 
 Not supported, each a 400 naming it: filters on a parameter path (`related[type eq x].target`),
 string `gt`/`lt`/`ge`/`le`, and operators that do not apply to the parameter's type.
