@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,28 @@ def database(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield db
         db.dispose()
         return
+    with private_schema(db_url, "hub_test") as url:
+        db = Database(make_engine(url))
+        schema.upgrade(db.engine)
+        yield db
+        db.dispose()
+
+
+@contextmanager
+def private_schema(db_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL schema in the database `db_url` names, as a URL whose connections use
+    it; dropped afterwards."""
     url = normalise_url(db_url)
-    schema_name = f"hub_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = make_engine(url)
     with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema_name}"))
-    sep = "&" if "?" in url else "?"
-    db = Database(make_engine(f"{url}{sep}options=-csearch_path%3D{schema_name}"))
-    schema.upgrade(db.engine)
-    yield db
-    db.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema_name} CASCADE"))
-    admin.dispose()
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
 
 
 def empty(db: Database) -> None:

@@ -4,9 +4,6 @@ write path's rules (current flag, versions, index rows replaced) hold at the tab
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,14 +11,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import BASE, patient
+from conftest import BASE, patient, private_schema
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select
 
 from hub.app import Services
 from hub.store import bulk, schema
 from hub.store.database import Database
-from hub.store.engine import normalise_url
 from hub.store.tables import INDEX_TABLES, idx_reference, idx_token, metadata, resource
 
 JSON = {"Content-Type": "application/fhir+json"}
@@ -193,33 +189,16 @@ def test_migration_0013_drops_the_rows_of_derived_reference_parameters(tmp_path:
     engine.dispose()
 
 
-@contextmanager
-def _blank_database(db_url: str, tmp_path: Path) -> Iterator[Engine]:
-    """An empty database of the kind `db_url` names, for a migration test to build from an old
-    revision: a SQLite file, or a private PostgreSQL schema dropped afterwards."""
+def test_migration_0019_indexes_the_narratives_and_positions_already_stored(db_url: str, tmp_path: Path) -> None:
     if db_url == "sqlite":
         engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        yield engine
+        _migrate_0019(engine)
         engine.dispose()
         return
-    url = normalise_url(db_url)
-    name = f"hub_migration_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {name}"))
-    engine = create_engine(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
-
-
-def test_migration_0019_indexes_the_narratives_and_positions_already_stored(db_url: str, tmp_path: Path) -> None:
-    with _blank_database(db_url, tmp_path) as engine:
+    with private_schema(db_url, "hub_migration") as url:
+        engine = create_engine(url)
         _migrate_0019(engine)
+        engine.dispose()
 
 
 def _migrate_0019(engine: Engine) -> None:

@@ -463,8 +463,7 @@ class Planner:
         if clause.code == "_id":
             row = resource.alias()
             wanted = [i for i in (_id_value(v) for v in clause.values) if i is not None]
-            type_test = row.c.res_type.in_(types) if len(types) > 1 else row.c.res_type == types[0]
-            return select(row.c.pk).where(type_test, row.c.res_id.in_(wanted), row.c.is_current)
+            return select(row.c.pk).where(_one_of(row.c.res_type, types), row.c.res_id.in_(wanted), row.c.is_current)
         return None
 
     def driven(self, clause: Clause, types: list[str], postgres: bool = False) -> Select[Any]:
@@ -666,7 +665,7 @@ class Planner:
         matching = select(source.c.pk).where(*self._visible_matches(link.source_type, link.inner, source, False))
         ids = select(ref.c.target_id).where(
             self.param_scope(ref, [link.source_type], link.reference_code),
-            ref.c.target_type.in_(types) if len(types) > 1 else ref.c.target_type == types[0],
+            _one_of(ref.c.target_type, types),
             ref.c.resource_pk.in_(matching),
             self.refs.local(ref.c),
         )
@@ -683,8 +682,7 @@ class Planner:
         def found(table: Any, test: Col[bool]) -> Col[bool]:
             if per_row:
                 return _on_the_row(table, r, test)
-            scope = table.c.res_type.in_(types) if len(types) > 1 else table.c.res_type == types[0]
-            return r.c.pk.in_(select(table.c.resource_pk).where(scope, test))
+            return r.c.pk.in_(select(table.c.resource_pk).where(_one_of(table.c.res_type, types), test))
 
         options = []
         for value in clause.values:
@@ -794,13 +792,18 @@ def param_scope(registry: Any, table: Any, types: list[str], code: str) -> Col[b
     terms = []
     for (codes, target_type), ts in groups.items():
         term = [
-            table.c.res_type.in_(ts) if len(ts) > 1 else table.c.res_type == ts[0],
-            table.c.param.in_(codes) if len(codes) > 1 else table.c.param == codes[0],
+            _one_of(table.c.res_type, ts),
+            _one_of(table.c.param, codes),
         ]
         if target_type is not None:
             term.append(table.c.target_type == target_type)
         terms.append(and_(*term))
     return terms[0] if len(terms) == 1 else or_(*terms)
+
+
+def _one_of(col: Any, values: Sequence[str]) -> Col[bool]:
+    """`col = value` for one value (an equality the indexes serve best), `col IN (...)` for several."""
+    return col.in_(values) if len(values) > 1 else col == values[0]
 
 
 def _on_the_row(table: Any, r: Any, test: Col[bool]) -> Col[bool]:
@@ -831,7 +834,7 @@ def _id_value(value: str) -> str | None:
 
 
 def base_select(types: list[str], r: Any = resource) -> Select[Any]:
-    type_test = r.c.res_type.in_(types) if len(types) > 1 else r.c.res_type == types[0]
+    type_test = _one_of(r.c.res_type, types)
     return select(r.c.pk).where(type_test, r.c.is_current, not_(r.c.deleted))
 
 

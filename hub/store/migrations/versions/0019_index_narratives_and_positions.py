@@ -51,12 +51,7 @@ def upgrade() -> None:
             if codes:
                 found = extract_tuples(orjson.loads(data), registry, frozenset(codes))
                 bulk.collect_index_rows(pk, found, collected)
-        for name, batch in collected.items():
-            columns = bulk.INDEX_COLUMNS[name]
-            conn.execute(
-                sa.text(f"INSERT INTO idx_{name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
-                [dict(zip(columns, row, strict=True)) for row in batch],
-            )
+        bulk.flush_index_rows(conn, collected)  # as the write path and hub.search.custom.reindex write them
         last = rows[-1][0]
 
 
