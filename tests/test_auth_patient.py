@@ -128,6 +128,22 @@ def test_filter_and_list_see_only_the_compartment(client: TestClient, pgo: TestC
     assert ids(rest) == {"Observation/a1", "Observation/a2"}
 
 
+def test_a_chain_into_contained_resources_sees_only_the_compartment(client: TestClient, pgo: TestClient) -> None:
+    """A chain looks inside contained resources, on the container's own rows: b's Observation with a
+    contained performer named Bakker stays hidden; a's with the same performer is found."""
+    bakker = [{"resourceType": "Practitioner", "id": "c", "name": [{"family": "Bakker"}]}]
+    for oid, subject in (("a4", "a"), ("b4", "b")):
+        res = {**obs(oid, subject), "performer": [{"reference": "#c"}], "contained": bakker}
+        assert client.put(f"/fhir/Observation/{oid}", json=res, headers=JSON).status_code == 201
+    assert ids(client.get("/fhir/Observation", params={"performer.name": "Bakker"}).json()) == {
+        "Observation/a4",
+        "Observation/b4",
+    }
+    for params in ({"performer.name": "Bakker"}, {"_id": "a4,b4", "performer:Practitioner.family": "Bakker"}):
+        found = pgo.get("/fhir/Observation", params={**params, "_total": "accurate"}).json()
+        assert ids(found) == {"Observation/a4"} and found["total"] == 1, params
+
+
 def test_includes_do_not_leak(pgo: TestClient) -> None:
     found = pgo.get("/fhir/Practitioner", params={"_revinclude": "Observation:performer"}).json()
     assert ids(found, "include") == {"Observation/a1"}

@@ -4,6 +4,7 @@ write path's rules (current flag, versions, index rows replaced) hold at the tab
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -189,35 +190,28 @@ def test_migration_0013_drops_the_rows_of_derived_reference_parameters(tmp_path:
     engine.dispose()
 
 
-def test_migration_0019_indexes_the_narratives_and_positions_already_stored(db_url: str, tmp_path: Path) -> None:
+def _on_a_new_database(db_url: str, tmp_path: Path, run: Callable[[Engine], None]) -> None:
+    """Run a migration test on an empty database of the kind under test (its own PostgreSQL schema)."""
     if db_url == "sqlite":
         engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        _migrate_0019(engine)
+        run(engine)
         engine.dispose()
         return
     with private_schema(db_url, "hub_migration") as url:
         engine = create_engine(url)
-        _migrate_0019(engine)
+        run(engine)
         engine.dispose()
 
 
-def _migrate_0019(engine: Engine) -> None:
+def _upgrade_to(engine: Engine, revision: str, stored: list[tuple[str, str, dict[str, Any], bool]]) -> None:
+    """The schema at `revision`, holding these (type, id, content, current) resource rows."""
     from alembic import command
     from sqlalchemy import insert
-
-    from hub.store.tables import idx_composite, idx_string
 
     cfg = schema.alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0018")
-    div = '<div xmlns="http://www.w3.org/1999/xhtml">Woont <b>alleen</b></div>'
-    stored = [
-        ("Patient", "p1", {"resourceType": "Patient", "text": {"status": "generated", "div": div}}, True),
-        ("Patient", "p2", {"resourceType": "Patient"}, True),
-        ("Location", "l1", {"resourceType": "Location", "position": {"latitude": 52.06, "longitude": 4.49}}, True),
-        ("Location", "l0", {"resourceType": "Location", "position": {"latitude": 1.0, "longitude": 2.0}}, False),
-    ]
+        command.upgrade(cfg, revision)
     with engine.begin() as conn:
         for pk, (rt, rid, content, current) in enumerate(stored, start=1):
             conn.execute(
@@ -226,6 +220,23 @@ def _migrate_0019(engine: Engine) -> None:
                     is_current=current, deleted=False, method="PUT", content=json.dumps(content).encode(),
                 )
             )  # fmt: skip
+
+
+def test_migration_0019_indexes_the_narratives_and_positions_already_stored(db_url: str, tmp_path: Path) -> None:
+    _on_a_new_database(db_url, tmp_path, _migrate_0019)
+
+
+def _migrate_0019(engine: Engine) -> None:
+    from hub.store.tables import idx_composite, idx_string
+
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">Woont <b>alleen</b></div>'
+    stored = [
+        ("Patient", "p1", {"resourceType": "Patient", "text": {"status": "generated", "div": div}}, True),
+        ("Patient", "p2", {"resourceType": "Patient"}, True),
+        ("Location", "l1", {"resourceType": "Location", "position": {"latitude": 52.06, "longitude": 4.49}}, True),
+        ("Location", "l0", {"resourceType": "Location", "position": {"latitude": 1.0, "longitude": 2.0}}, False),
+    ]
+    _upgrade_to(engine, "0018", stored)
     schema.upgrade(engine)
     with engine.connect() as conn:
         texts = conn.execute(select(idx_string.c.resource_pk, idx_string.c.param, idx_string.c.exact)).all()
@@ -234,6 +245,54 @@ def _migrate_0019(engine: Engine) -> None:
         ).all()
     assert texts == [(1, "_text", "woont alleen")]
     assert positions == [(3, 52.06, 4.49)]  # the old version (pk 4) is not indexed
+
+
+def test_migration_0020_indexes_the_contained_resources_already_stored(db_url: str, tmp_path: Path) -> None:
+    _on_a_new_database(db_url, tmp_path, _migrate_0020)
+
+
+def _migrate_0020(engine: Engine) -> None:
+    from alembic import command
+
+    from hub.store.tables import idx_string, idx_token
+
+    def observation(family: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "subject": {"reference": "#p"},
+            "contained": [{"resourceType": "Patient", "id": "p", "name": [{"family": family}]}],
+        }
+
+    stored = [
+        ("Observation", "o1", observation("Taylor"), True),
+        ("Observation", "o0", observation("Old"), False),  # an old version: not indexed
+        ("Patient", "p1", {"resourceType": "Patient", "name": [{"family": "Plain"}]}, True),
+    ]
+    _upgrade_to(engine, "0019", stored)
+    with engine.begin() as conn:  # a row the write path of 0019 left: the migration keeps it
+        plain = {"resource_pk": 3, "res_type": "Patient", "param": "name", "value": "plain", "exact": "Plain"}
+        conn.execute(idx_string.insert().values(**plain))
+    schema.upgrade(engine)
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            strings = conn.execute(select(idx_string.c.resource_pk, idx_string.c.param, idx_string.c.exact))
+            tokens = conn.execute(select(idx_token.c.resource_pk, idx_token.c.param, idx_token.c.code))
+            return sorted([*strings, *tokens])
+
+    assert rows() == [
+        (1, "subject:Patient._id", "p"),
+        (1, "subject:Patient.deceased", "false"),
+        (1, "subject:Patient.family", "Taylor"),
+        (1, "subject:Patient.name", "Taylor"),
+        (1, "subject:Patient.phonetic", "Taylor"),
+        (3, "name", "Plain"),
+    ]
+    cfg = schema.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0019")
+    assert rows() == [(3, "name", "Plain")]
 
 
 def test_migration_0011_backfills_the_care_relations_the_hub_writes(services: Services) -> None:

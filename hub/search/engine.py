@@ -75,8 +75,14 @@ class SearchEngine:
     def planner(self, ctx: Context) -> Planner:
         base = ctx.interaction.base_url
         constraints = ctx.facts.get("search-constraints", ())
+        conn = ctx.conn
         return Planner(
-            self.registry, base, constraints, self.terminology.session(ctx.conn, base), dialect=ctx.conn.dialect.name
+            self.registry,
+            base,
+            constraints,
+            self.terminology.session(conn, base),
+            dialect=conn.dialect.name,
+            probe=lambda stmt: conn.execute(stmt).one(),
         )
 
     def parser(self, ctx: Context, strict: bool | None = None) -> QueryParser:

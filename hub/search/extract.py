@@ -906,7 +906,72 @@ def extract_tuples(
             bucket.append(prefix + rows[0])
         else:
             bucket += [prefix + row for row in dict.fromkeys(rows)]
+    if codes is None and resource.get("contained"):
+        _add_contained(resource, reg, out)
     return out
+
+
+def contained_tuples(resource: dict[str, Any], registry: Registry | None = None) -> dict[str, list[tuple[Any, ...]]]:
+    """Only the rows extract_tuples keeps for the resource's contained resources (migration 0020)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    if resource.get("contained"):
+        _add_contained(resource, registry or default_registry(), out)
+    return out
+
+
+def contained_code(reference_code: str, contained_type: str, code: str) -> str:
+    """The parameter code under which a container keeps the rows of a contained resource of type
+    `contained_type` that its reference parameter `reference_code` names: `subject:Patient.name`.
+    No search parameter's code has a `:` or a `.`, so ordinary searches never read these rows."""
+    return f"{reference_code}:{contained_type}.{code}"
+
+
+MAX_PARAM = 100  # the index tables' `param` column
+
+
+def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Chained search looks inside contained resources (R4 search.html#contained): for each reference
+    parameter value `#id` that names a contained resource, that resource's index rows, and an `_id`
+    token row with its local id, are kept under the container (its type and resource_pk) with the
+    parameter code `contained_code(reference, type, code)`, as HAPI FHIR's contained indexing does.
+    A contained resource reached by two references gets rows under both; one that no reference
+    parameter names (only an extension, say) gets none. Contained resources contain nothing (dom-2)."""
+    contained = {
+        c["id"]: c
+        for c in resource["contained"]
+        if type(c) is dict and isinstance(c.get("id"), str) and isinstance(c.get("resourceType"), str)
+    }
+    if not contained:
+        return
+    rt = resource["resourceType"]
+    root: Node = (resource, rt)
+    done: set[tuple[str, str]] = set()
+    for entry in _applicable(rt, registry, tuple(resource)):
+        if entry.table != "reference" or entry.components:
+            continue
+        try:
+            nodes = entry.evaluator.fn([root], root)
+        except (FhirPathError, AttributeError, TypeError):
+            continue  # extract_tuples has logged it
+        for value, typ in nodes:
+            ref = value.get("reference") if typ == "Reference" and type(value) is dict else None
+            if not isinstance(ref, str) or not ref.startswith("#"):
+                continue
+            inner = contained.get(ref[1:])
+            if inner is None or (entry.code, ref) in done:
+                continue
+            done.add((entry.code, ref))
+            ct = inner["resourceType"]
+            if entry.targets and ct not in entry.targets:
+                continue
+            own = extract_tuples({k: v for k, v in inner.items() if k != "contained"}, registry)
+            own.setdefault("token", []).append((ct, "_id", None, inner["id"], None, None, None))
+            for table, rows in own.items():
+                bucket = out.setdefault(table, [])
+                for row in rows:
+                    code = contained_code(entry.code, ct, row[1])
+                    if len(code) <= MAX_PARAM:
+                        bucket.append((rt, code, *row[2:]))
 
 
 _SHAPES = 4096  # key sets remembered per registry; beyond this the memo starts again

@@ -9,7 +9,7 @@ subquery; AND'ed clauses are separate semi-joins. Chains and _has nest the same 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from hub.formats.dates import parse_range
 from hub.formats.outcome import FhirError
-from hub.search.extract import row_scope
+from hub.search.extract import contained_code, derived_references, row_scope
 from hub.search.query import PREFIXES, Clause, FilterNode, split_unescaped, unescape
 from hub.store.hints import by_resource
 from hub.store.tables import (
@@ -388,9 +388,15 @@ class Planner:
         terminology: Any = None,
         *,
         dialect: str,  # the database the SQL is for: `sqlite` or `postgresql`
+        probe: Callable[[Select[Any]], Sequence[Any]] | None = None,
     ) -> None:
         self.registry = registry
         self.dialect = dialect
+        # Runs a one-row statement (the engine's connection): a chain looks into contained resources
+        # only where a container of the types holds one its parameter names, so searches over data
+        # without contained resources keep their plans. None: never (plans built without a database).
+        self.probe = probe
+        self._probed: dict[tuple[tuple[str, ...], str], dict[str, bool]] = {}
         self.refs = ReferenceValues(base_url)
         self.terminology = terminology  # hub.terminology TerminologySession, for :in / :not-in / :above / :below
         # Access constraints (scopes, patient compartment, consent): callables (types, row) -> SQL
@@ -459,7 +465,7 @@ class Planner:
         if clause.modifier in ("not", "not-in", "missing") or clause.filter is not None:
             return None
         if clause.chain is not None:
-            return self._chain_rows(clause, types)
+            return None if self._contained(clause, types) else self._chain_rows(clause, types)
         if clause.code == "_id":
             row = resource.alias()
             wanted = [i for i in (_id_value(v) for v in clause.values) if i is not None]
@@ -602,7 +608,9 @@ class Planner:
         every resource that refers to any Patient named x (half of all Observations for
         `patient.gender=male`)."""
         assert clause.chain is not None
+        contained = self._contained(clause, types)
         if per_row:
+            inside = [_on_the_row(table, r, test) for table, test in contained]
             own = by_resource(idx_reference)
             tests = []
             for t in clause.chain_types:
@@ -611,7 +619,7 @@ class Planner:
                     target.c.res_id == own.c.target_id, *self._visible_matches(t, clause.chain, target, True)
                 )
                 tests.append(and_(own.c.target_type == t, exists(found)))
-            return exists(
+            referred = exists(
                 select(literal(1))
                 .select_from(own)
                 .where(
@@ -621,10 +629,15 @@ class Planner:
                     self.refs.local(own.c),
                 )
             )
-        return r.c.pk.in_(self._chain_rows(clause, types))
+            return or_(referred, *inside) if inside else referred
+        rows = self._chain_rows(clause, types)
+        if contained:
+            return r.c.pk.in_(union_all(rows, *(select(t.c.resource_pk).where(test) for t, test in contained)))
+        return r.c.pk.in_(rows)
 
-    def _chain_rows(self, clause: Clause, types: list[str]) -> Select[Any]:
-        """The resource_pks whose references of the chain's parameter point at a matching target."""
+    def _chain_rows(self, clause: Clause, types: list[str], scope: Col[bool] | None = None) -> Select[Any]:
+        """The resource_pks whose references of the chain's parameter (or the rows of `scope`) point
+        at a matching target."""
         assert clause.chain is not None
         ref = idx_reference
         target = resource.alias()
@@ -633,10 +646,52 @@ class Planner:
             inner = select(target.c.res_id).where(*self._visible_matches(t, clause.chain, target, False))
             options.append(and_(ref.c.target_type == t, ref.c.target_id.in_(inner)))
         return select(ref.c.resource_pk).where(
-            self.param_scope(ref, types, clause.code),
+            self.param_scope(ref, types, clause.code) if scope is None else scope,
             or_(*options),
             self.refs.local(ref.c),  # another server's Patient/p1 is not our Patient/p1
         )
+
+    def _contained(self, clause: Clause, types: list[str]) -> list[tuple[Any, Col[bool]]]:
+        """(index table, test on its rows) per contained type a chain reaches: the rows a container
+        keeps for a contained resource its reference names (hub.search.extract._add_contained) that
+        meet the chain's criterion. Only where some container of the types holds such a resource
+        (self.probe). Criteria a contained resource cannot meet this way (a negation, `:missing`,
+        `_has`, `_lastUpdated`, `_content`, a _filter) look at referenced resources only."""
+        inner = clause.chain
+        assert inner is not None
+        if self.probe is None or inner.modifier in ("not", "not-in", "missing"):
+            return []
+        held = {
+            t: scope
+            for t in clause.chain_types
+            if (scope := contained_scope(self.registry, idx_token, types, clause.code, t, "_id")) is not None
+        }
+        key = (tuple(types), clause.code)
+        if key not in self._probed:  # one statement: does a container of the types hold a `t`, for each t
+            tests: list[Any] = [exists().where(scope) for scope in held.values()]
+            found = self.probe(select(*tests)) if held else ()
+            self._probed[key] = {t: bool(f) for t, f in zip(held, found, strict=True)}
+        out = []
+        for t, held_scope in held.items():
+            if not self._probed[key][t]:
+                continue
+            if inner.code == "_id":
+                wanted = [i for i in (_id_value(v) for v in inner.values) if i is not None]
+                out.append((idx_token, and_(held_scope, idx_token.c.code.in_(wanted))))
+            elif inner.chain is not None:  # a reference of the contained resource, chained on
+                scope = contained_scope(self.registry, idx_reference, types, clause.code, t, inner.code)
+                where = self._chain_rows(inner, [t], scope).whereclause if scope is not None else None
+                if where is not None:
+                    out.append((idx_reference, where))
+            else:
+                rows_test = self._row_test(inner, [t])
+                if rows_test is None:
+                    continue
+                table = rows_test[0]
+                scope = contained_scope(self.registry, table, types, clause.code, t, inner.code)
+                if scope is not None:
+                    out.append((table, and_(scope, self._value_tests(inner, [t]))))
+        return out
 
     def _has(self, clause: Clause, types: list[str], r: Any, per_row: bool = False) -> Col[bool]:
         """_has:Observation:patient:code=x -> an Observation with code x refers to this resource.
@@ -798,6 +853,26 @@ def param_scope(registry: Any, table: Any, types: list[str], code: str) -> Col[b
         if target_type is not None:
             term.append(table.c.target_type == target_type)
         terms.append(and_(*term))
+    return terms[0] if len(terms) == 1 else or_(*terms)
+
+
+def contained_scope(registry: Any, table: Any, types: list[str], code: str, t: str, inner: str) -> Col[bool] | None:
+    """The rows the containers of `types` keep for contained resources of type `t` that their
+    reference parameter `code` names, for the contained resource's parameter `inner`
+    (hub.search.extract.contained_code). A derived reference parameter (Observation `patient`) reads
+    its source's rows (`subject:Patient.*`) when `t` is its type. None: `code` cannot name a `t`."""
+    terms = []
+    codes, target_type = row_scope(t, inner, registry)
+    for rt in types:
+        source, kind = derived_references(rt, registry).get(code, (code, None))
+        if kind is not None and kind != t:
+            continue
+        term = [table.c.res_type == rt, _one_of(table.c.param, [contained_code(source, t, c) for c in codes])]
+        if target_type is not None:
+            term.append(table.c.target_type == target_type)
+        terms.append(and_(*term))
+    if not terms:
+        return None
     return terms[0] if len(terms) == 1 else or_(*terms)
 
 

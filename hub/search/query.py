@@ -18,7 +18,11 @@ RESULT = {
     "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_contained",
     "_containedType", "_page", "_format", "_pretty", "_since", "_at",
 }  # fmt: skip
-UNSUPPORTED = {"_contained", "_containedType"}
+# (allowed values, the default): contained resources are never matches, so only the defaults take effect
+CONTAINED = {
+    "_contained": (("false", "true", "both"), "false"),
+    "_containedType": (("container", "contained"), "container"),
+}
 
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
@@ -157,9 +161,6 @@ class QueryParser:
                 continue
             if base == "_query":  # a search the client meant to narrow must not answer everything
                 raise FhirError(400, "not-supported", f"_query: this server defines no named query {value!r}", name)
-            if base in UNSUPPORTED:
-                self.problem(query, name, f"The search parameter {base} is not supported")
-                continue
             if base == "_type":  # the engine works out `types` from it; the links must keep it
                 query.echo.append((name, value))
                 continue
@@ -207,8 +208,24 @@ class QueryParser:
             query.page = value
         elif base in ("_format", "_pretty"):
             query.echo.append((name, value))
+        elif base in CONTAINED:
+            self._contained(query, name, value)
         else:
             self.problem(query, name, f"{base} is not supported in a search")
+
+    def _contained(self, query: SearchQuery, name: str, value: str) -> None:
+        """`_contained` / `_containedType` (R4 search.html#contained). Chained parameters look inside
+        contained resources anyway; contained resources as matches are not supported, so only the
+        defaults (`false`, `container`) take effect."""
+        if name not in CONTAINED:
+            raise FhirError(400, "invalid", f"{name}: {name.split(':')[0]} takes no modifier", name)
+        allowed, default = CONTAINED[name]
+        if value not in allowed:
+            raise FhirError(400, "invalid", f"{name} must be one of {', '.join(allowed)}, not {value!r}", name)
+        if value == default:
+            query.echo.append((name, value))
+        else:
+            self.problem(query, name, f"{name}={value} is not supported: contained resources are never matches")
 
     def _sort(self, query: SearchQuery, value: str) -> list[tuple[str, bool]]:
         keys = []

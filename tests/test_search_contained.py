@@ -1,0 +1,226 @@
+"""Chained search inside contained resources (R4 search.html#contained: "chained parameters will be
+evaluated inside contained resources"), over the HTTP API.
+
+A container keeps the index rows of each contained resource one of its reference parameters names
+(`#id`), under that parameter (hub.search.extract._add_contained); a chain through the parameter
+finds it there as well as through ordinary references.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from test_search_api import check, delete, error, ids, mentions, put, search
+
+from hub.store.tables import idx_reference, idx_string, idx_token
+
+TAYLOR = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Taylor"}], "gender": "female"}
+BSN = "http://fhir.nl/fhir/NamingSystem/bsn"
+TEAM = {"coding": [{"code": "team"}]}
+GPK = "urn:oid:2.16.840.1.113883.2.4.4.10"  # G-Standaard GPK codes
+
+
+def medication(mid: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "Medication", "id": mid, "code": {"coding": [{"system": GPK, "code": code}]}}
+
+
+def observation(oid: str, code: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        **fields,
+    }
+
+
+@pytest.fixture
+def containers(client: TestClient) -> TestClient:
+    put(
+        client,
+        {"resourceType": "Organization", "id": "org1", "name": "Zorggroep Haaglanden"},
+        {"resourceType": "Patient", "id": "real", "name": [{"family": "Jansen"}], "gender": "male"},
+        {"resourceType": "Patient", "id": "p1", "name": [{"family": "Bakker"}], "gender": "male"},
+        medication("medreal", "Y"),
+        # o1: its subject is a contained Patient Taylor, who names a real Organization
+        observation(
+            "o1",
+            "1-1",
+            subject={"reference": "#p1"},
+            contained=[
+                {
+                    **TAYLOR,
+                    "identifier": [{"system": BSN, "value": "999911120"}],
+                    "managingOrganization": {"reference": "Organization/org1"},
+                }
+            ],
+        ),
+        # o2: an ordinary reference to a real Patient
+        observation("o2", "1-1", subject={"reference": "Patient/real"}),
+        # o3: the contained Taylor is its performer, not its subject
+        observation(
+            "o3",
+            "2-2",
+            subject={"reference": "Patient/real"},
+            performer=[{"reference": "#t"}],
+            contained=[{**TAYLOR, "id": "t"}],
+        ),
+        # o4: two contained resources, the subject one a Group
+        observation(
+            "o4",
+            "2-2",
+            subject={"reference": "#g"},
+            contained=[
+                {"resourceType": "Group", "id": "g", "type": "person", "actual": True, "code": TEAM},
+                {"resourceType": "Practitioner", "id": "dr", "name": [{"family": "Taylor"}]},
+            ],
+            performer=[{"reference": "#dr"}],
+        ),
+        {
+            "resourceType": "MedicationRequest",
+            "id": "m1",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/real"},
+            "medicationReference": {"reference": "#med"},
+            "contained": [medication("med", "X")],
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": "m2",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/real"},
+            "medicationReference": {"reference": "Medication/medreal"},
+        },
+    )
+    return client
+
+
+CHAIN_CASES = [
+    ("subject.name=Taylor", {"o1"}),  # the contained Patient of o1
+    ("subject:Patient.name=Taylor", {"o1"}),  # the type modifier picks the Patient
+    ("subject:Group.code=team", {"o4"}),  # the contained Group of o4
+    ("subject:Group.code=other", set()),
+    ("subject.name=Jansen", {"o2", "o3"}),  # ordinary references still count
+    ("patient.name=Taylor", {"o1"}),  # a derived parameter (subject where Patient) reads subject's rows
+    ("patient.gender=female", {"o1"}),
+    ("subject.name:exact=Taylor", {"o1"}),
+    ("subject.name:exact=taylor", set()),
+    ("subject.name:contains=aylo", {"o1"}),
+    ("subject:Patient.identifier=999911120", {"o1"}),
+    ("subject._id=p1", {"o1"}),  # the contained resource's local id; the real Patient/p1 has no Observation
+    ("subject._id=g", {"o4"}),
+    ("performer.name=Taylor", {"o3", "o4"}),  # o3's Taylor is its performer
+    ("performer:Practitioner.name=Taylor", {"o4"}),
+    ("subject.organization.name=Zorggroep", {"o1"}),  # a contained resource's reference, chained on
+    ("subject.organization._id=org1", {"o1"}),
+    ("subject.name=Taylor&code=1-1", {"o1"}),
+    ("subject:Group.code=team&performer.name=Taylor", {"o4"}),
+    ("subject.name=Taylor&performer.name=Taylor", set()),
+    ("_id=o1,o2,o3,o4&subject.name=Taylor", {"o1"}),  # the chain tested per candidate (SQLite)
+    ("code=2-2&subject:Group.code=team", {"o4"}),  # a token drives, the chain tests the page
+    ("subject.name=Taylor,Jansen", {"o1", "o2", "o3"}),
+    ('_filter=subject.name eq "taylor" or code eq 2-2', {"o1", "o3", "o4"}),
+    ('_filter=subject.name co "aylo" and code eq 1-1', {"o1"}),
+    ('_filter=not (subject.name eq "taylor")', {"o2", "o3", "o4"}),
+    ("_has:Observation:subject:code=1-1&name=Jansen", {"real"}),  # _has sees the ordinary reference only
+    ("_content=Taylor", {"o1", "o3", "o4"}),  # a contained resource's texts are part of the content
+]
+
+
+def _query(client: TestClient, q: str) -> set[str]:
+    rt = "Patient" if q.startswith("_has") else "Observation"
+    return ids(client, rt, [tuple(p.split("=", 1)) for p in q.split("&")])  # type: ignore[misc]
+
+
+def test_chains_look_inside_contained_resources(containers: TestClient) -> None:
+    check(CHAIN_CASES, lambda q: _query(containers, q))
+
+
+def test_a_contained_medication_by_its_code(containers: TestClient) -> None:
+    check(
+        [
+            ("medication.code=X", {"m1"}),
+            ("medication.code=Y", {"m2"}),
+            ("medication.code=X,Y", {"m1", "m2"}),
+            ("medication:Medication.code=" + GPK + "|X", {"m1"}),
+            ("medication.code=Z", set()),
+        ],
+        lambda q: ids(containers, "MedicationRequest", [tuple(q.split("=", 1))]),  # type: ignore[list-item]
+    )
+
+
+def test_contained_rows_follow_updates_and_deletes(containers: TestClient) -> None:
+    smith = {**TAYLOR, "name": [{"family": "Smith"}]}
+    renamed = observation("o1", "1-1", subject={"reference": "#p1"}, contained=[smith])
+    put(containers, renamed)
+    assert _query(containers, "subject.name=Taylor") == set()
+    assert _query(containers, "subject.name=Smith") == {"o1"}
+    delete(containers, "Observation", "o1")
+    assert _query(containers, "subject.name=Smith") == set()
+
+
+def test_contained_rows_are_kept_apart_from_ordinary_ones(containers: TestClient, services: Any) -> None:
+    """The rows sit under the container's type with `reference:Type.code`: a plain search of the
+    contained type does not see them, and they are written only for what a reference names."""
+    assert ids(containers, "Patient", {"name": "Taylor"}) == set()
+    assert ids(containers, "Practitioner", {"name": "Taylor"}) == set()
+    assert ids(containers, "Observation", {"subject": "Patient/p1"}) == set()
+    with services.db.transaction() as conn:
+        params = {
+            p
+            for table in (idx_string, idx_token, idx_reference)
+            for (p,) in conn.execute(select(table.c.param).where(table.c.res_type == "Observation"))
+        }
+    assert {"subject:Patient.name", "subject:Patient._id", "subject:Patient.organization"} <= params
+    assert {"performer:Patient.name", "subject:Group.code", "performer:Practitioner.name"} <= params
+    assert not any(p.startswith("patient:") for p in params)  # the derived parameter has no rows of its own
+
+
+def test_contained_types_are_still_unsupported_as_matches(containers: TestClient) -> None:
+    """`_contained=true|both` (contained resources as matches) is not supported: a warning, or a 400
+    under strict handling. `_contained=false` and `_containedType=container`, the defaults, are fine."""
+    body = search(containers, "Medication", {"_contained": "false", "_containedType": "container"})
+    assert not [e for e in body.get("entry", []) if e["search"]["mode"] == "outcome"]
+    body = search(containers, "Medication", {"_contained": "true"})
+    assert any(e["search"]["mode"] == "outcome" for e in body["entry"])
+    status, outcome = error(containers, "Medication", {"_contained": "both"}, prefer="handling=strict")
+    assert status == 400 and mentions(outcome, "_contained")
+
+
+@pytest.mark.parametrize(
+    "params", [{"_contained": "yes"}, {"_containedType": "all"}, {"_contained:exact": "false"}, {"_contained": ""}]
+)
+def test_malformed_contained_parameters(containers: TestClient, params: dict[str, str]) -> None:
+    status, outcome = error(containers, "Observation", params)
+    assert status == 400 and mentions(outcome, next(iter(params)))
+
+
+def test_without_containers_a_chain_keeps_its_plan() -> None:
+    """The planner asks (one statement per chain) whether a container of the types holds a resource
+    of each target type; where none does, the chain's SQL is what it was without contained search."""
+    from hub.search.planner import Planner
+    from hub.search.query import QueryParser
+    from hub.search.registry import default_registry
+
+    registry = default_registry()
+    query = QueryParser(registry, True, 50, 1000).parse(["Observation"], [("subject.name", "Taylor")])
+    asked: list[str] = []
+
+    def sql(probe: Any) -> str:
+        planner = Planner(registry, "http://hub.test/fhir", dialect="sqlite", probe=probe)
+        return str(planner.condition(query.clauses[0], ["Observation"]).compile())
+
+    def none_held(stmt: Any) -> tuple[bool, ...]:
+        asked.append(str(stmt.compile()))
+        return (False,) * len(stmt.selected_columns)
+
+    plain = sql(None)
+    assert sql(none_held) == plain and len(asked) == 1
+    assert "subject:Patient._id" not in plain
+    held = sql(lambda stmt: (True,) * len(stmt.selected_columns))
+    assert held != plain and "UNION ALL" in held
