@@ -224,3 +224,42 @@ def test_without_containers_a_chain_keeps_its_plan() -> None:
     assert "subject:Patient._id" not in plain
     held = sql(lambda stmt: (True,) * len(stmt.selected_columns))
     assert held != plain and "UNION ALL" in held
+
+
+def test_a_contained_reference_is_a_value(containers: TestClient) -> None:
+    """`subject:missing` sees a reference to a contained resource as a value; a search by target,
+    `_include` and `_revinclude` do not follow it (the contained resource has no id of its own)."""
+    check(
+        [
+            ("subject:missing=true", set()),
+            ("performer:missing=false", {"o3", "o4"}),
+            ("patient:missing=false", {"o1", "o2", "o3"}),  # o4's subject is a Group
+            ("subject=p1", set()),
+            ("subject=Patient/p1", set()),
+            ("subject=%23p1", set()),
+        ],
+        lambda q: _query(containers, q.replace("%23", "#")),
+    )
+    body = search(containers, "Observation", {"_id": "o1", "_include": "Observation:subject"})
+    assert [e["resource"]["id"] for e in body["entry"]] == ["o1"]
+    assert ids(containers, "Patient", {"_id": "p1", "_revinclude": "Observation:subject"}) == {"p1"}
+    body = search(containers, "Patient", {"_id": "p1", "_revinclude": "Observation:subject"})
+    assert len(body["entry"]) == 1
+
+
+def test_negations_and_missing_inside_contained_resources(containers: TestClient) -> None:
+    """A chain's `:not` and `:missing` hold for a contained resource as for a referenced one: the
+    contained Patient Taylor (female, no birth date) of o1 against the real Patient Jansen of o2, o3."""
+    check(
+        [
+            ("subject:Patient.gender:not=male", {"o1"}),
+            ("subject:Patient.gender:not=female", {"o2", "o3"}),
+            ("subject:Patient.birthdate:missing=true", {"o1", "o2", "o3"}),
+            ("subject:Patient.identifier:missing=true", {"o2", "o3"}),
+            ("subject:Patient.identifier:missing=false", {"o1"}),
+            ("subject._id:not=p1", {"o2", "o3", "o4"}),
+            ("subject:Group._id:missing=false", {"o4"}),
+            ("subject:Patient._lastUpdated=gt2000", {"o2", "o3"}),  # a contained resource has no meta
+        ],
+        lambda q: _query(containers, q),
+    )

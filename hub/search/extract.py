@@ -15,7 +15,8 @@ call does no parsing. Conventions the search side must share:
 - reference: relative `Type/id[/_history/v]` -> target_type/id/version with url NULL; an absolute URL
   is kept in `url` and, when it ends in `/Type/id[/_history/v]`, ALSO parsed into target_* (the
   search side decides whether its base is local); `urn:` and other references only in `url`;
-  canonical `url|version` -> url + target_version; contained `#x` references are not indexed;
+  canonical `url|version` -> url + target_version; a contained `#x` reference -> url `#x` and the
+  contained resource's type, no target_id (so `:missing` sees it; see _add_contained);
   Reference.identifier -> id_system/id_value. A parameter's `target` types are respected.
 - date: [low, high] in ms since the epoch UTC, both inclusive, covering the stated precision
   ("2020" is the whole year, "...T10:00:00+01:00" that second: 09:00:00.000Z-09:00:00.999Z, ".5"
@@ -933,7 +934,8 @@ def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, 
     """Chained search looks inside contained resources (R4 search.html#contained): for each reference
     parameter value `#id` that names a contained resource, that resource's index rows, and an `_id`
     token row with its local id, are kept under the container (its type and resource_pk) with the
-    parameter code `contained_code(reference, type, code)`, as HAPI FHIR's contained indexing does.
+    parameter code `contained_code(reference, type, code)`, as HAPI FHIR's contained indexing does;
+    the reference itself gets a row with url `#id` (no target_id: searches by target never see it).
     A contained resource reached by two references gets rows under both; one that no reference
     parameter names (only an extension, say) gets none. Contained resources contain nothing (dom-2)."""
     contained = {
@@ -964,6 +966,11 @@ def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, 
             ct = inner["resourceType"]
             if entry.targets and ct not in entry.targets:
                 continue
+            ident = value.get("identifier")
+            id_system, id_value = (
+                (_cut(ident.get("system")), _cut(ident.get("value"))) if type(ident) is dict else (None, None)
+            )
+            out.setdefault("reference", []).append((rt, entry.code, ct, None, None, _cut(ref), id_system, id_value))
             own = extract_tuples({k: v for k, v in inner.items() if k != "contained"}, registry)
             own.setdefault("token", []).append((ct, "_id", None, inner["id"], None, None, None))
             for table, rows in own.items():

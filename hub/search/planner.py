@@ -610,7 +610,7 @@ class Planner:
         assert clause.chain is not None
         contained = self._contained(clause, types)
         if per_row:
-            inside = [_on_the_row(table, r, test) for table, test in contained]
+            inside = [r.c.pk.in_(rows) for rows in contained]  # containers only: short lists
             own = by_resource(idx_reference)
             tests = []
             for t in clause.chain_types:
@@ -632,7 +632,7 @@ class Planner:
             return or_(referred, *inside) if inside else referred
         rows = self._chain_rows(clause, types)
         if contained:
-            return r.c.pk.in_(union_all(rows, *(select(t.c.resource_pk).where(test) for t, test in contained)))
+            return r.c.pk.in_(union_all(rows, *contained))
         return r.c.pk.in_(rows)
 
     def _chain_rows(self, clause: Clause, types: list[str], scope: Col[bool] | None = None) -> Select[Any]:
@@ -651,15 +651,16 @@ class Planner:
             self.refs.local(ref.c),  # another server's Patient/p1 is not our Patient/p1
         )
 
-    def _contained(self, clause: Clause, types: list[str]) -> list[tuple[Any, Col[bool]]]:
-        """(index table, test on its rows) per contained type a chain reaches: the rows a container
-        keeps for a contained resource its reference names (hub.search.extract._add_contained) that
-        meet the chain's criterion. Only where some container of the types holds such a resource
-        (self.probe). Criteria a contained resource cannot meet this way (a negation, `:missing`,
-        `_has`, `_lastUpdated`, `_content`, a _filter) look at referenced resources only."""
+    def _contained(self, clause: Clause, types: list[str]) -> list[Select[Any]]:
+        """The containers (resource_pks) whose contained resource, named by the chain's parameter,
+        meets the chain's criterion, one list per contained type the chain reaches: read from the
+        rows a container keeps for it (hub.search.extract._add_contained). Only where some container
+        of the types holds such a resource (self.probe). A negation or `:missing=true` holds for a
+        contained resource without the rows; `_has`, `_lastUpdated` and `_content` find none (nothing
+        refers to a contained resource from outside; it has no meta of its own)."""
         inner = clause.chain
         assert inner is not None
-        if self.probe is None or inner.modifier in ("not", "not-in", "missing"):
+        if self.probe is None:
             return []
         held = {
             t: scope
@@ -675,23 +676,35 @@ class Planner:
         for t, held_scope in held.items():
             if not self._probed[key][t]:
                 continue
-            if inner.code == "_id":
-                wanted = [i for i in (_id_value(v) for v in inner.values) if i is not None]
-                out.append((idx_token, and_(held_scope, idx_token.c.code.in_(wanted))))
-            elif inner.chain is not None:  # a reference of the contained resource, chained on
-                scope = contained_scope(self.registry, idx_reference, types, clause.code, t, inner.code)
-                where = self._chain_rows(inner, [t], scope).whereclause if scope is not None else None
-                if where is not None:
-                    out.append((idx_reference, where))
-            else:
-                rows_test = self._row_test(inner, [t])
-                if rows_test is None:
-                    continue
-                table = rows_test[0]
-                scope = contained_scope(self.registry, table, types, clause.code, t, inner.code)
-                if scope is not None:
-                    out.append((table, and_(scope, self._value_tests(inner, [t]))))
+            rows = self._contained_rows(clause, types, t, held_scope)
+            if rows is None:
+                continue
+            if inner.modifier in ("not", "not-in") or (inner.modifier == "missing" and inner.values == ["true"]):
+                rows = select(idx_token.c.resource_pk).where(held_scope, idx_token.c.resource_pk.not_in(rows))
+            out.append(rows)
         return out
+
+    def _contained_rows(self, clause: Clause, types: list[str], t: str, held: Col[bool]) -> Select[Any] | None:
+        """The containers whose contained `t` has the rows the chain's criterion asks for (for a
+        negation, the rows it must not have; for `:missing`, any row of the parameter); `held`: the
+        `_id` rows of the contained `t`s. None where a contained resource cannot meet it."""
+        inner = clause.chain
+        assert inner is not None
+        if inner.code == "_id":
+            wanted = [i for i in (_id_value(v) for v in inner.values) if i is not None]
+            test = held if inner.modifier == "missing" else and_(held, idx_token.c.code.in_(wanted))
+            return select(idx_token.c.resource_pk).where(test)
+        if inner.chain is not None:  # a reference of the contained resource, chained on
+            scope = contained_scope(self.registry, idx_reference, types, clause.code, t, inner.code)
+            return self._chain_rows(inner, [t], scope) if scope is not None else None
+        if inner.code in ("_lastUpdated", "_content") or inner.filter is not None or inner.has is not None:
+            return None
+        table = _TABLES[inner.type]
+        scope = contained_scope(self.registry, table, types, clause.code, t, inner.code)
+        if scope is None:
+            return None
+        test = scope if inner.modifier == "missing" else and_(scope, self._value_tests(inner, [t]))
+        return select(table.c.resource_pk).where(test)
 
     def _has(self, clause: Clause, types: list[str], r: Any, per_row: bool = False) -> Col[bool]:
         """_has:Observation:patient:code=x -> an Observation with code x refers to this resource.
