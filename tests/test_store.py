@@ -278,9 +278,11 @@ def _migrate_0020(engine: Engine) -> None:
         with engine.connect() as conn:
             strings = conn.execute(select(idx_string.c.resource_pk, idx_string.c.param, idx_string.c.exact))
             tokens = conn.execute(select(idx_token.c.resource_pk, idx_token.c.param, idx_token.c.code))
-            return sorted([*strings, *tokens])
+            refs = conn.execute(select(idx_reference.c.resource_pk, idx_reference.c.param, idx_reference.c.url))
+            return sorted([*strings, *tokens, *refs])
 
     assert rows() == [
+        (1, "subject", "#p"),
         (1, "subject:Patient._id", "p"),
         (1, "subject:Patient.deceased", "false"),
         (1, "subject:Patient.family", "Taylor"),

@@ -8,8 +8,9 @@ Chained parameters look inside contained resources (R4 search.html#contained): a
 index rows of each contained resource one of its reference parameters names, under the parameter
 code `reference:Type.code` (hub/search/extract.py `_add_contained`). Resources written before get
 those rows here, from the extraction of the hub that runs the upgrade: only current resources whose
-JSON holds `"contained"` are parsed, and only the rows of their contained resources are added.
-Downgrading drops every such row (no search parameter's code has a `:`).
+JSON holds `"contained"` are parsed, and only the rows of their contained resources (and of the
+`#id` references to them) are added. Downgrading drops every such row (no search parameter's code
+has a `:`; only a contained reference's url starts with `#`).
 """
 
 from __future__ import annotations
@@ -60,3 +61,4 @@ def downgrade() -> None:
     conn = op.get_bind()
     for table in TABLES:
         conn.execute(sa.text(f"DELETE FROM {table} WHERE param LIKE '%:%'"))
+    conn.execute(sa.text("DELETE FROM idx_reference WHERE url LIKE '#%'"))  # the references themselves
