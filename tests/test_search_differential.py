@@ -1,7 +1,8 @@
 """Differential test of FHIR search: the engine (over the HTTP API) against a brute-force evaluator.
 
 A subset of the Synthea set (the two `0-*` files and ten patient files: ~2,900 resources of 22 types)
-is loaded once per module. The brute-force evaluator below is written from R4 search.html and does
+is loaded once per module, with copies of some of its resources whose references name contained
+copies of their targets (`containers`: chains are evaluated inside contained resources). The brute-force evaluator below is written from R4 search.html and does
 not use the hub's search code: it evaluates each parameter's FHIRPath expression (from the official
 R4 definitions in ../shared/fixtures/fhir-r4) with fhirpathpy over every stored resource's JSON and
 applies the search semantics in plain Python. Several hundred queries are generated (seeded) from
@@ -310,7 +311,9 @@ def parse_literal(ref: str) -> Ref | None:
     return Ref(None, None, None, ref, False)
 
 
-def reference_atoms(v: Any, want: str | None, targets: tuple[str, ...]) -> list[Ref]:
+def reference_atoms(v: Any, want: str | None, targets: tuple[str, ...], local: dict[str, str]) -> list[Ref]:
+    """`local`: the types of the resource's contained resources by id. A reference `#id` to one is a
+    value of that type with url `#id` (not local: it names no resource of the server)."""
     out: list[Ref] = []
     if isinstance(v, str):  # canonical / uri
         url, _, version = v.partition("|")
@@ -318,7 +321,10 @@ def reference_atoms(v: Any, want: str | None, targets: tuple[str, ...]) -> list[
     elif isinstance(v, dict) and "resourceType" not in v:
         ident = v.get("identifier") or {}
         literal = v.get("reference")
-        if isinstance(literal, str) and literal:
+        if isinstance(literal, str) and literal.startswith("#"):
+            if literal[1:] in local:
+                out.append(Ref(local[literal[1:]], None, None, literal, False, ident.get("system"), ident.get("value")))
+        elif isinstance(literal, str) and literal:
             r = parse_literal(literal)
             if r is not None:
                 out.append(r._replace(id_system=ident.get("system"), id_value=ident.get("value")))
@@ -400,13 +406,15 @@ def quantity_atoms(v: Any) -> list[Qty]:
     return [Qty(n, None, None, None)] if n is not None else []
 
 
-def atoms(kind: str, value: Any, code: str, want: str | None, targets: tuple[str, ...]) -> list[Any]:
+def atoms(
+    kind: str, value: Any, code: str, want: str | None, targets: tuple[str, ...], local: dict[str, str] | None = None
+) -> list[Any]:
     if kind == "string":
         return string_atoms(value)
     if kind == "token":
         return token_atoms(value, code)
     if kind == "reference":
-        return reference_atoms(value, want, targets)
+        return reference_atoms(value, want, targets, local or {})
     if kind == "date":
         return date_atoms(value)
     if kind in ("quantity", "number"):
@@ -426,9 +434,27 @@ class Corpus:
     resources: dict[str, dict[str, dict[str, Any]]]  # type -> id -> JSON
     _atoms: dict[tuple[str, str], dict[str, list[Any]]] = field(default_factory=dict)
     _composites: dict[tuple[str, str], dict[str, list[tuple[list[Tok], list[Qty]]]]] = field(default_factory=dict)
+    # The contained resources, as a corpus of their own: type -> "Container/id#local" -> JSON, with
+    # `outer` the corpus of the containers (their references lead there).
+    outer: Corpus | None = None
+    _inside: Corpus | None = None
 
     def ids(self, rt: str) -> set[str]:
         return set(self.resources.get(rt, {}))
+
+    @property
+    def inside(self) -> Corpus | None:
+        """The contained resources (None for the contained ones themselves: they contain nothing)."""
+        if self.outer is not None:
+            return None
+        if self._inside is None:
+            found: dict[str, dict[str, dict[str, Any]]] = {}
+            for rt, by_id in self.resources.items():
+                for rid, res in by_id.items():
+                    for inner in res.get("contained", ()):
+                        found.setdefault(inner["resourceType"], {})[f"{rt}/{rid}#{inner['id']}"] = inner
+            self._inside = Corpus(self.client, self.services, found, outer=self)
+        return self._inside
 
     def atoms(self, rt: str, code: str) -> dict[str, list[Any]]:
         """id -> the parameter's values in that resource, as atoms of its search type."""
@@ -437,16 +463,17 @@ class Corpus:
             p = param(rt, code)
             assert p is not None
             found: dict[str, list[Any]] = {}
-            if code == "_id":
-                found = {rid: [Tok(None, rid)] for rid in self.resources.get(rt, {})}
+            if code == "_id":  # a contained resource's id is its local one
+                found = {rid: [Tok(None, rid.rpartition("#")[2])] for rid in self.resources.get(rt, {})}
             else:
                 compiled = branches(rt, code)
                 implicit = implicit_system(rt, code)
                 for rid, res in self.resources.get(rt, {}).items():
                     values = []
+                    local = {c["id"]: c["resourceType"] for c in res.get("contained", ())}
                     for fn, want in compiled:
                         for v in fn(res):
-                            found_atoms = atoms(p.type, v, code, want, p.targets)
+                            found_atoms = atoms(p.type, v, code, want, p.targets, local)
                             if implicit and isinstance(v, str):  # a bound `code`: its implicit system
                                 found_atoms = [a._replace(system=implicit) for a in found_atoms]
                             values.extend(found_atoms)
@@ -485,6 +512,22 @@ def _load(database: Database, tmp: Path) -> Corpus:
     assert len(files) == 2 + len(PATIENT_FILES)
     summary = load_paths(services, files, base_url=BASE, progress=False, holder_ura=TEST_URA)
     assert not summary.failures, summary.failures
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in containers(_stored(database))
+        ],
+    }
+    (tmp / "containers.json").write_text(json.dumps(bundle))
+    summary = load_paths(services, [tmp / "containers.json"], base_url=BASE, progress=False, holder_ura=TEST_URA)
+    assert not summary.failures, summary.failures
+    client = TestClient(create_app(services=services), base_url="http://hub.test")
+    return Corpus(client, services, _stored(database))
+
+
+def _stored(database: Database) -> dict[str, dict[str, dict[str, Any]]]:
     resources: dict[str, dict[str, dict[str, Any]]] = {}
     with database.transaction() as conn:
         rows = conn.execute(
@@ -494,8 +537,68 @@ def _load(database: Database, tmp: Path) -> Corpus:
         )
         for rt, rid, content in rows:
             resources.setdefault(rt, {})[rid] = json.loads(content)
-    client = TestClient(create_app(services=services), base_url="http://hub.test")
-    return Corpus(client, services, resources)
+    return resources
+
+
+def containers(resources: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Copies ("c-" + id) of some stored resources whose references name contained copies of their
+    targets instead (R4 search.html#contained): Observations with a contained subject Patient (who
+    names a real Organization and Practitioner) and some with a contained performer, Encounters with a
+    contained service provider and practitioner, DiagnosticReports with a contained result, and
+    MedicationRequests with a contained Medication."""
+
+    def target(ref: Any) -> dict[str, Any] | None:
+        t, _, i = (ref.get("reference") or "").partition("/") if isinstance(ref, dict) else ("", "", "")
+        return resources.get(t, {}).get(i)
+
+    def inner(res: dict[str, Any], local: str, **extra: Any) -> dict[str, Any]:
+        """A copy fit to be contained: no meta (dom-4), no narrative."""
+        return {**{k: v for k, v in res.items() if k not in ("meta", "text")}, "id": local, **extra}
+
+    def outer(res: dict[str, Any], contained: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in res.items() if k != "meta"},
+            "id": f"c-{res['id']}",
+            **changes,
+            "contained": contained,
+        }
+
+    orgs = [resources["Organization"][k] for k in sorted(resources["Organization"])]
+    doctors = [resources["Practitioner"][k] for k in sorted(resources["Practitioner"])]
+    out = []
+    for n, res in enumerate(resources["Observation"][k] for k in sorted(resources["Observation"])[::25]):
+        patient = target(res.get("subject"))
+        if patient is None:
+            continue
+        ours = inner(
+            patient,
+            "p",
+            managingOrganization={"reference": f"Organization/{orgs[n % len(orgs)]['id']}"},
+            generalPractitioner=[{"reference": f"Practitioner/{doctors[n % len(doctors)]['id']}"}],
+        )
+        contained, changes = [ours], {"subject": {"reference": "#p"}}
+        if n % 2:
+            contained.append(inner(doctors[(n * 7) % len(doctors)], "pr"))
+            changes["performer"] = [{"reference": "#pr"}]
+        out.append(outer(res, contained, **changes))
+    for res in (resources["Encounter"][k] for k in sorted(resources["Encounter"])[::12]):
+        org = target(res.get("serviceProvider"))
+        doctor = target((res.get("participant") or [{}])[0].get("individual"))
+        if org is None or doctor is None:
+            continue
+        participant = [{**res["participant"][0], "individual": {"reference": "#dr"}}]
+        contained = [inner(org, "org"), inner(doctor, "dr")]
+        out.append(outer(res, contained, serviceProvider={"reference": "#org"}, participant=participant))
+    reports = [r for k, r in sorted(resources["DiagnosticReport"].items()) if r.get("result")]
+    for res in reports[::6]:
+        result = target(res["result"][0])
+        if result is not None:
+            out.append(outer(res, [inner(result, "r")], result=[{"reference": "#r"}, *res["result"][1:]]))
+    for res in resources.get("MedicationRequest", {}).values():
+        medication = target(res.get("medicationReference"))
+        if medication is not None:
+            out.append(outer(res, [inner(medication, "m")], medicationReference={"reference": "#m"}))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -690,9 +793,17 @@ def brute(c: Corpus, rt: str, name: str, value: str) -> set[str]:
     if dot:
         next_code = rest.partition(".")[0].partition(":")[0]
         types = [modifier] if modifier else [t for t in p.targets if param(t, next_code)]
-        wanted = {(t, i) for t in types for i in brute(c, t, rest, value)}
+        top = c.outer or c  # a contained resource's references lead to the server's resources
+        wanted = {(t, i) for t in types for i in brute(top, t, rest, value)}
         refs = c.atoms(rt, code)
-        return {rid for rid, rs in refs.items() if any(a.local and (a.type, a.id) in wanted for a in rs)}
+        found = {rid for rid, rs in refs.items() if any(a.local and (a.type, a.id) in wanted for a in rs)}
+        inside = c.inside  # R4 search.html#contained: chains are evaluated inside contained resources
+        if inside is not None:
+            held = {(t, i) for t in types for i in brute(inside, t, rest, value)}
+            for rid, rs in refs.items():
+                if any(a.url and a.url.startswith("#") and (a.type, f"{rt}/{rid}{a.url}") in held for a in rs):
+                    found.add(rid)
+        return found
     if p.type == "composite":
         pairs_by_id = c.composites(rt, code)
         if modifier == "missing":
@@ -942,13 +1053,14 @@ def combined_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
 def _ref_edges(c: Corpus) -> list[tuple[str, str, str]]:
     """(source type, reference parameter, target type) wherever local references exist in the data."""
     edges = set()
+    targets = (c.outer or c).resources  # a contained resource refers to the server's resources
     for rt in sorted(c.resources):
         for p in compared_params(c, rt):
             if p.type != "reference" or p.code.startswith("_"):
                 continue
             for vals in c.atoms(rt, p.code).values():
                 for a in vals:
-                    if a.local and a.type in c.resources and a.id in c.resources[a.type]:
+                    if a.local and a.type in targets and a.id in targets[a.type]:
                         edges.add((rt, p.code, a.type))
     return sorted(edges)
 
@@ -992,6 +1104,53 @@ def chain_after_queries(c: Corpus, rng: random.Random, count: int) -> list[Query
         some = rng.sample(found, min(len(found), 3)) + rng.sample(others, min(len(others), 3))
         if some:
             out.append(Query(q.rt, (("_id", ",".join(sorted(some))), *q.clauses), f"{q.kind}-after-id"))
+    return out
+
+
+def contained_queries(c: Corpus, rng: random.Random, count: int) -> list[Query]:
+    """Chains through the containers' `#id` references into their contained resources: typed or not,
+    with values of contained resources, two levels (a contained resource's reference onward),
+    `:missing`, and after an `_id` of a few containers and others (per candidate on SQLite)."""
+    inside = c.inside
+    assert inside is not None
+    links = sorted(
+        {
+            (rt, p.code, a.type)
+            for rt in sorted(c.resources)
+            for p in compared_params(c, rt)
+            if p.type == "reference"
+            for vals in c.atoms(rt, p.code).values()
+            for a in vals
+            if (a.url or "").startswith("#")
+        }
+    )
+    edges = _ref_edges(inside)  # (contained type, its reference parameter, target type)
+    out: list[Query] = []
+    while len(out) < count:
+        rt, code, ct = rng.choice(links)
+        name = f"{code}:{ct}" if rng.random() < 0.5 else code
+        roll = rng.random()
+        onward = [e for e in edges if e[0] == ct]
+        if roll < 0.25 and onward:
+            _, code2, target2 = rng.choice(onward)
+            inner = _inner(c, rng, target2)
+            if inner:
+                out.append(Query(rt, ((f"{name}.{code2}.{inner[0]}", inner[1]),), "contained2"))
+            continue
+        if roll < 0.35:
+            p = rng.choice([p for p in compared_params(inside, ct) if p.type != "reference"])
+            out.append(Query(rt, ((f"{code}:{ct}.{p.code}:missing", rng.choice(["true", "false"])),), "missing"))
+            continue
+        inner = _inner(inside, rng, ct)  # a value of a contained resource of that type
+        if inner is None:
+            continue
+        clauses = [(f"{name}.{inner[0]}", inner[1])]
+        if roll > 0.8:
+            found = sorted(brute_query(c, rt, clauses))
+            others = sorted(c.ids(rt) - set(found))
+            some = rng.sample(found, min(len(found), 3)) + rng.sample(others, min(len(others), 3))
+            clauses.insert(0, ("_id", ",".join(sorted(some))))
+        out.append(Query(rt, tuple(clauses), "contained"))
     return out
 
 
@@ -1171,13 +1330,20 @@ def narrative(res: dict[str, Any]) -> str:
 
 
 def texts(c: Corpus, rt: str, rid: str) -> list[str]:
+    """The texts `_content` reads: the narrative, string values and code texts, and those of the
+    contained resources a reference parameter names (part of the container's content)."""
     res = c.resources[rt][rid]
     out = [narrative(res)]
+    named: set[tuple[str, str]] = set()
     for p in params_of(rt):
         if p.type == "string" and p.expression:
             out.extend(fold(a) for a in c.atoms(rt, p.code).get(rid, ()))
         elif p.type == "token" and p.expression and p.code not in NOT_COMPARED:
             out.extend(fold(a.text) for a in c.atoms(rt, p.code).get(rid, ()) if a.text)
+        elif p.type == "reference" and p.expression and c.inside is not None:
+            named |= {(a.type, a.url) for a in c.atoms(rt, p.code).get(rid, ()) if (a.url or "").startswith("#")}
+    for ct, url in sorted(named):
+        out.extend(texts(c.inside, ct, f"{rt}/{rid}{url}"))  # type: ignore[arg-type]
     return [t for t in out if t]
 
 
@@ -1263,6 +1429,7 @@ def _queries(c: Corpus) -> dict[str, list[Query]]:
         "chain-after": chain_after_queries(c, rng, 40),  # last: the groups above keep their seeded queries
         "filter": filter_queries(c, random.Random(SEED + 1), 120),  # its own generator: the others unchanged
         "text": text_queries(c, random.Random(SEED + 2)),
+        "contained": contained_queries(c, random.Random(SEED + 3), 80),
     }
     return _GENERATED[id(c)]
 
@@ -1285,7 +1452,7 @@ KNOWN: dict[str, Known] = {}
 
 # ==================================================================================== the tests
 
-GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after", "filter", "text")
+GROUPS = ("simple", "and", "chain", "has", "composite", "chain-after", "filter", "text", "contained")
 Rows = list[tuple[Query, set[str], set[str]]]
 
 
@@ -1401,6 +1568,14 @@ def test_the_generated_queries_cover_the_features(data: Corpus) -> None:
     assert sum(bool(chain.search(e)) for e in expressions) >= 20
     text = Counter(q.kind for q in queries(data, "text"))
     assert text["text"] >= 10 and text["content"] >= 40 and text["near"] >= 20, text
+    inside = queries(data, "contained")
+    kinds = Counter(q.kind for q in inside)
+    assert kinds["contained"] >= 40 and kinds["contained2"] >= 8 and kinds["missing"] >= 5, kinds
+    assert sum(any(":" in n.partition(".")[0] for n, _ in q.clauses) for q in inside) >= 20  # typed
+    assert sum(q.clauses[0][0] == "_id" for q in inside) >= 8
+    held = [q for q in inside if any(i.startswith("c-") for i in brute_query(data, q.rt, list(q.clauses)))]
+    assert len(held) >= len(inside) // 2, "too few queries find a container"
+    assert {q.rt for q in held} >= {"Observation", "Encounter", "DiagnosticReport"}
 
 
 SORTS = [
