@@ -2,10 +2,11 @@
 
 A subset of the Synthea set (the two `0-*` files and ten patient files: ~2,900 resources of 22 types)
 is loaded once per module, with copies of some of its resources whose references name contained
-copies of their targets (`containers`: chains are evaluated inside contained resources). The brute-force evaluator below is written from R4 search.html and does
-not use the hub's search code: it evaluates each parameter's FHIRPath expression (from the official
-R4 definitions in ../shared/fixtures/fhir-r4) with fhirpathpy over every stored resource's JSON and
-applies the search semantics in plain Python. Several hundred queries are generated (seeded) from
+copies of their targets (`containers`: chains are evaluated inside contained resources). The
+brute-force evaluator below is written from R4 search.html and does not use the hub's search code: it
+evaluates each parameter's FHIRPath expression (from the official R4 definitions in
+../shared/fixtures/fhir-r4) with fhirpathpy over every stored resource's JSON and applies the search
+semantics in plain Python. Several hundred queries are generated (seeded) from
 values that occur in the data, plus values that do not, and the engine must return exactly the ids
 the brute force finds.
 
