@@ -87,7 +87,8 @@ def build(services: Any) -> dict[str, Any]:
             {
                 "name": "_list",
                 "type": "special",
-                "documentation": "the resources a List (by id) has as entries; no functional lists ($current-...)",
+                "documentation": "the resources a List (by id) has as entries; the functional lists"
+                " $current-problems, $current-allergies and $current-medications (R4 list.html)",
             },
         ],
     }

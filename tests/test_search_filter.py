@@ -9,6 +9,7 @@ ordinary search that means the same. The differential test (test_search_differen
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -282,8 +283,70 @@ def test_list_finds_the_entries_of_a_list(linked: TestClient) -> None:
     assert ids(linked, "Observation", {"_list": "onbekend"}) == set()
     body = search(linked, "", {"_type": "Observation,Patient", "_list": "overig"})
     assert sorted(matches(body)) == ["o6", "p2"]
-    status, outcome = error(linked, "Observation", {"_list": "$current-problems"})
-    assert status == 400 and mentions(outcome, "_list")
+    assert ids(linked, "Observation", {"_list": "$current-problems"}) == set()  # no Observation is a problem
+    assert ids(linked, "Observation", {"_list": "$current-problems,probleemlijst"}) == {"o1", "o3"}
+    for params in ({"_list": "$worklist"}, {"_list": "$current-problems", "_type": "Observation,Patient"}):
+        status, outcome = error(linked, "" if "_type" in params else "Observation", params)
+        assert status == 400 and mentions(outcome, "_list"), params
+
+
+def _clinical(rt: str, rid: str, clinical: str | None, verification: str | None = None, **extra: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": rt,
+        "id": rid,
+        "patient" if rt == "AllergyIntolerance" else "subject": {"reference": "Patient/p1"},
+        **extra,
+    }
+    if clinical:
+        system = "condition-clinical" if rt == "Condition" else "allergyintolerance-clinical"
+        res["clinicalStatus"] = {
+            "coding": [{"system": f"http://terminology.hl7.org/CodeSystem/{system}", "code": clinical}]
+        }
+    if verification:
+        system = "condition-ver-status" if rt == "Condition" else "allergyintolerance-verification"
+        res["verificationStatus"] = {
+            "coding": [{"system": f"http://terminology.hl7.org/CodeSystem/{system}", "code": verification}]
+        }
+    return res
+
+
+def test_functional_lists_of_current_problems_allergies_and_medications(linked: TestClient) -> None:
+    """R4 list.html's current lists: active (or recurring, relapsed) problems and allergies that are
+    not entered in error or refuted; medications being taken or ordered. `_list` with a patient gives
+    that patient's list."""
+    medication = {"coding": [{"system": "http://snomed.info/sct", "code": "387517004"}]}
+    put(
+        linked,
+        _clinical("Condition", "c-active", "active", "confirmed"),
+        _clinical("Condition", "c-relapse", "relapse"),
+        _clinical("Condition", "c-resolved", "resolved", "confirmed"),
+        _clinical("Condition", "c-error", None, "entered-in-error"),  # con-5: no clinical status then
+        _clinical("Condition", "c-refuted", "active", "refuted"),
+        _clinical("Condition", "c-other", "active", subject={"reference": "Patient/p2"}),
+        _clinical("AllergyIntolerance", "a-active", "active", "confirmed"),
+        _clinical("AllergyIntolerance", "a-inactive", "inactive", "confirmed"),
+        {"resourceType": "MedicationStatement", "id": "ms-active", "status": "active",
+         "medicationCodeableConcept": medication, "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "MedicationStatement", "id": "ms-stopped", "status": "stopped",
+         "medicationCodeableConcept": medication, "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "MedicationRequest", "id": "mr-active", "status": "active", "intent": "order",
+         "medicationCodeableConcept": medication, "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "MedicationRequest", "id": "mr-done", "status": "completed", "intent": "order",
+         "medicationCodeableConcept": medication, "subject": {"reference": "Patient/p1"}},
+    )  # fmt: skip
+    check(
+        [
+            ("Condition?_list=$current-problems", {"c-active", "c-relapse", "c-other"}),
+            ("Condition?_list=$current-problems&patient=p1", {"c-active", "c-relapse"}),
+            ("Patient/p1/Condition?_list=$current-problems", {"c-active", "c-relapse"}),
+            ("Condition?_list=$current-allergies", set()),
+            ("AllergyIntolerance?_list=$current-allergies", {"a-active"}),
+            ("MedicationStatement?_list=$current-medications", {"ms-active"}),
+            ("MedicationRequest?_list=$current-medications&patient=p1", {"mr-active"}),
+            ("MedicationRequest?_list=$current-problems", set()),
+        ],
+        lambda q: ids(linked, q.partition("?")[0], [tuple(p.split("=", 1)) for p in q.partition("?")[2].split("&")]),
+    )
 
 
 def test_capability_statement_names_filter_and_list(client: TestClient) -> None:

@@ -24,6 +24,25 @@ CONTAINED = {
     "_containedType": (("container", "contained"), "container"),
 }
 
+# R4 list.html "Current Resource Lists": what the hub counts as on each, per resource type. A
+# Condition or allergy marked entered-in-error or refuted is not current; a medication is current
+# while it is taken (MedicationStatement) or ordered and active (MedicationRequest).
+FUNCTIONAL_LISTS: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "$current-problems": {
+        "Condition": [
+            ("clinical-status", "active,recurrence,relapse"),
+            ("verification-status:not", "entered-in-error,refuted"),
+        ],
+    },
+    "$current-allergies": {
+        "AllergyIntolerance": [("clinical-status", "active"), ("verification-status:not", "entered-in-error,refuted")],
+    },
+    "$current-medications": {
+        "MedicationStatement": [("status", "active")],
+        "MedicationRequest": [("status", "active")],
+    },
+}
+
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "of-type", "in", "not-in", "above", "below", "missing"},
@@ -165,7 +184,7 @@ class QueryParser:
                 query.echo.append((name, value))
                 continue
             if base == "_list":
-                query.clauses.append(self._list(name, value))
+                query.clauses.append(self._list(query, types, name, value))
                 query.echo.append((name, value))
                 continue
             if base == "_filter":
@@ -273,21 +292,38 @@ class QueryParser:
 
     # -- filter parameters ------------------------------------------------------------------------
 
-    def _list(self, name: str, value: str) -> Clause:
+    def _list(self, query: SearchQuery, types: list[str], name: str, value: str) -> Clause:
         """`_list=id`: the resources that List/id names among its entries (R4 search.html#list), i.e.
-        `_has:List:item:_id=id`, so the List itself must be one the caller may see."""
+        `_has:List:item:_id=id`, so the List itself must be one the caller may see. The functional
+        lists of R4 list.html (`$current-problems`, `$current-allergies`, `$current-medications`) are
+        the criteria in FUNCTIONAL_LISTS on their types; a resource of another type is on none."""
         if name != "_list":
             raise FhirError(400, "invalid", f"{name}: _list takes no modifier", name)
         ids = _split_or(value)
         if any(not i for i in ids):
             raise FhirError(400, "invalid", "_list has an empty value", name)
         functional = [unescape(i) for i in ids if i.startswith(("$", "\\$"))]
-        if functional:
-            raise FhirError(
-                400, "not-supported", f"_list: functional lists ({', '.join(functional)}) are not supported", name
-            )
-        inner = Clause("_id", "_id", "token", None, ids)
-        return Clause(name, "_has", "special", None, [], None, has=HasLink("List", "item", inner))
+        stored = [i for i in ids if not i.startswith(("$", "\\$"))]
+        parts: list[FilterNode | Clause] = []
+        for fn in functional:
+            if fn not in FUNCTIONAL_LISTS:
+                known = ", ".join(sorted(FUNCTIONAL_LISTS))
+                raise FhirError(400, "not-supported", f"_list: {fn} is not a functional list here ({known})", name)
+            if len(types) != 1:
+                raise FhirError(400, "not-supported", f"_list: {fn} needs a search of one resource type", name)
+            criteria = FUNCTIONAL_LISTS[fn].get(types[0])
+            if criteria is None:  # nothing of this type is on the list
+                parts.append(Clause("_id", "_id", "token", None, []))
+                continue
+            strict = QueryParser(self.registry, True, self.default_count, self.max_count)
+            made = [strict.clause(query, types, n, v) for n, v in criteria]
+            parts.append(FilterNode("and", [c for c in made if c is not None]))
+        if stored:
+            inner = Clause("_id", "_id", "token", None, stored)
+            parts.append(Clause(name, "_has", "special", None, [], None, has=HasLink("List", "item", inner)))
+        if len(parts) == 1 and isinstance(parts[0], Clause):
+            return parts[0]
+        return Clause(name, "_list", "special", None, [], None, filter=FilterNode("or", parts))
 
     def _filter(self, query: SearchQuery, types: list[str], name: str, value: str) -> list[Clause]:
         """`_filter=expression`: its comparisons as clauses (hub.search.filter). Strict whatever the
