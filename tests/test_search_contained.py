@@ -263,3 +263,61 @@ def test_negations_and_missing_inside_contained_resources(containers: TestClient
         ],
         lambda q: _query(containers, q),
     )
+
+
+def _search_parameter(code: str, base: str, kind: str, expression: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "SearchParameter",
+        "url": f"http://hub.example.nl/fhir/SearchParameter/{base}-{code}",
+        "name": code,
+        "status": "active",
+        "description": f"{base} {code} (test)",
+        "code": code,
+        "base": [base],
+        "type": kind,
+        "expression": expression,
+        **extra,
+    }
+
+
+def test_custom_parameters_reach_into_contained_resources(containers: TestClient, services: Any) -> None:
+    """A SearchParameter POSTed later indexes what containers already hold: a parameter of the
+    contained type (Patient `marital`) and a reference parameter of the container (Observation
+    `helper`, its performer); a change re-indexes, and a delete drops the rows."""
+    married = {**TAYLOR, "maritalStatus": {"coding": [{"code": "M"}]}}
+    put(containers, observation("o5", "3-3", subject={"reference": "#p1"}, contained=[married]))
+    marital = _search_parameter("marital", "Patient", "token", "Patient.maritalStatus")
+    r = containers.post("/fhir/SearchParameter", json=marital)
+    assert r.status_code == 201, r.text
+    marital_id = r.json()["id"]
+    helper = _search_parameter(
+        "helper", "Observation", "reference", "Observation.performer", target=["Practitioner", "Patient"]
+    )
+    r = containers.post("/fhir/SearchParameter", json=helper)
+    assert r.status_code == 201, r.text
+    helper_id = r.json()["id"]
+    check(
+        [
+            ("subject:Patient.marital=M", {"o5"}),
+            ("subject.marital=M", {"o5"}),
+            ("helper.name=Taylor", {"o3", "o4"}),  # o3's contained Patient, o4's contained Practitioner
+            ("helper:Practitioner.family=Taylor", {"o4"}),
+            ("helper:missing=false", {"o3", "o4"}),
+        ],
+        lambda q: _query(containers, q),
+    )
+    changed = {**marital, "expression": "Patient.maritalStatus.coding.code.replace('M', 'W')", "id": marital_id}
+    assert containers.put(f"/fhir/SearchParameter/{marital_id}", json=changed).status_code == 200
+    assert _query(containers, "subject.marital=W") == {"o5"}
+    assert _query(containers, "subject.marital=M") == set()
+    for sp in (marital_id, helper_id):
+        assert containers.delete(f"/fhir/SearchParameter/{sp}").status_code in (200, 204)
+    with services.db.transaction() as conn:
+        left = {
+            p
+            for table in (idx_string, idx_token, idx_reference)
+            for (p,) in conn.execute(
+                select(table.c.param).where(table.c.param.like("%marital%") | table.c.param.like("helper%"))
+            )
+        }
+    assert left == set()

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, not_, select
+from sqlalchemy import Connection, and_, delete, func, not_, or_, select
 
 from hub.formats.outcome import FhirError
 from hub.pipeline import CREATE, DELETE, PATCH, UPDATE, Context, Result
-from hub.search.extract import derived_params, derived_references, extract_tuples
+from hub.search.extract import contained_tuples, derived_params, derived_references, extract_tuples
 from hub.search.registry import Registry, SearchParam
 from hub.store import bulk
-from hub.store.tables import INDEX_TABLES, resource
+from hub.store.tables import INDEX_TABLES, idx_token, resource
 
 SEARCH_PARAMETER = "SearchParameter"
 _CHECK_EVERY = 1.0  # seconds between checks for SearchParameters written by other processes
@@ -154,31 +156,78 @@ def _types_clause(base: str) -> Any:
 
 
 def _drop(conn: Connection, base: str, code: str) -> None:
+    """Every index row of (base, code): the resources' own, the rows containers keep for a contained
+    resource of type `base` (`*:base.code`), and those they keep under a reference parameter `code`
+    of theirs (`code:*`; hub.search.extract.contained_code)."""
+    generic = base in ("Resource", "DomainResource")
+    inside = f"%:{'%' if generic else _like(base)}.{_like(code)}"
     for table in INDEX_TABLES.values():
-        scope = table.c.param == code
-        if base not in ("Resource", "DomainResource"):
+        scope = or_(table.c.param == code, and_(table.c.param >= f"{code}:", table.c.param < f"{code};"))
+        if not generic:
             scope = scope & (table.c.res_type == base)
         conn.execute(delete(table).where(scope))
+        conn.execute(delete(table).where(table.c.param.like(inside, escape="\\")))
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def reindex(conn: Connection, registry: Registry, param: SearchParam, bases: list[str] | None = None) -> int:
-    """Index the current resources of the parameter's base types for this one parameter."""
+    """Index the current resources of the parameter's base types for this one parameter, and what
+    containers keep for it (chains look inside contained resources): under a reference parameter the
+    rows of the contained resources it names; for a contained resource of a base type, its rows."""
     codes = frozenset({param.code})
+    references = codes if param.type == "reference" else None
     written = 0
     for base in bases or list(param.base):
-        last = 0
-        while True:
-            rows = conn.execute(
-                select(resource.c.pk, resource.c.content)
-                .where(_types_clause(base), resource.c.is_current, not_(resource.c.deleted), resource.c.pk > last)
-                .order_by(resource.c.pk)
-                .limit(_BATCH)
-            ).all()
-            if not rows:
-                break
-            collected: dict[str, list[tuple[Any, ...]]] = {}
-            for pk, content in rows:
-                bulk.collect_index_rows(pk, extract_tuples(orjson.loads(content), registry, codes), collected)
-            written += bulk.flush_index_rows(conn, collected)
-            last = rows[-1][0]
+        written += _in_batches(conn, _types_clause(base), lambda res: _own_rows(res, registry, codes, references))
+        # the containers that hold a contained `base`: each keeps an `_id` row for it
+        kind = "%" if base in ("Resource", "DomainResource") else _like(base)
+        holders = select(idx_token.c.resource_pk).where(idx_token.c.param.like(f"%:{kind}.\\_id", escape="\\"))
+        written += _in_batches(
+            conn, resource.c.pk.in_(holders), partial(_contained_of, registry=registry, inner=(base, codes))
+        )
     return written
+
+
+def _own_rows(
+    res: dict[str, Any], registry: Registry, codes: frozenset[str], references: frozenset[str] | None
+) -> dict[str, list[tuple[Any, ...]]]:
+    rows = extract_tuples(res, registry, codes)
+    if references is not None and res.get("contained"):
+        for table, more in contained_tuples(res, registry, references=references).items():
+            rows.setdefault(table, []).extend(more)
+    return rows
+
+
+def _contained_of(
+    res: dict[str, Any], *, registry: Registry, inner: tuple[str, frozenset[str]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    if inner[0] in ("Resource", "DomainResource"):  # every contained resource, whatever its type
+        types = {c.get("resourceType") for c in res.get("contained", ()) if type(c) is dict}
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for t in sorted(t for t in types if isinstance(t, str)):
+            for table, rows in contained_tuples(res, registry, inner=(t, inner[1])).items():
+                out.setdefault(table, []).extend(rows)
+        return out
+    return contained_tuples(res, registry, inner=inner)
+
+
+def _in_batches(conn: Connection, which: Any, rows_of: Callable[[dict[str, Any]], dict[str, list[Any]]]) -> int:
+    """Write rows_of(resource) for the current resources `which` selects, in batches by pk."""
+    written, last = 0, 0
+    while True:
+        rows = conn.execute(
+            select(resource.c.pk, resource.c.content)
+            .where(which, resource.c.is_current, not_(resource.c.deleted), resource.c.pk > last)
+            .order_by(resource.c.pk)
+            .limit(_BATCH)
+        ).all()
+        if not rows:
+            return written
+        collected: dict[str, list[tuple[Any, ...]]] = {}
+        for pk, content in rows:
+            bulk.collect_index_rows(pk, rows_of(orjson.loads(content)), collected)
+        written += bulk.flush_index_rows(conn, collected)
+        last = rows[-1][0]

@@ -912,11 +912,19 @@ def extract_tuples(
     return out
 
 
-def contained_tuples(resource: dict[str, Any], registry: Registry | None = None) -> dict[str, list[tuple[Any, ...]]]:
-    """Only the rows extract_tuples keeps for the resource's contained resources (migration 0020)."""
+def contained_tuples(
+    resource: dict[str, Any],
+    registry: Registry | None = None,
+    *,
+    references: frozenset[str] | None = None,
+    inner: tuple[str, frozenset[str]] | None = None,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Only the rows extract_tuples keeps for the resource's contained resources (migration 0020),
+    or some of them (re-indexing for a new SearchParameter): those under the reference parameters
+    `references`, or only the contained resources of type inner[0] for their parameters inner[1]."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     if resource.get("contained"):
-        _add_contained(resource, registry or default_registry(), out)
+        _add_contained(resource, registry or default_registry(), out, references, inner)
     return out
 
 
@@ -930,14 +938,21 @@ def contained_code(reference_code: str, contained_type: str, code: str) -> str:
 MAX_PARAM = 100  # the index tables' `param` column
 
 
-def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, list[tuple[Any, ...]]]) -> None:
+def _add_contained(
+    resource: dict[str, Any],
+    registry: Registry,
+    out: dict[str, list[tuple[Any, ...]]],
+    references: frozenset[str] | None = None,
+    inner_only: tuple[str, frozenset[str]] | None = None,
+) -> None:
     """Chained search looks inside contained resources (R4 search.html#contained): for each reference
     parameter value `#id` that names a contained resource, that resource's index rows, and an `_id`
     token row with its local id, are kept under the container (its type and resource_pk) with the
     parameter code `contained_code(reference, type, code)`, as HAPI FHIR's contained indexing does;
     the reference itself gets a row with url `#id` (no target_id: searches by target never see it).
     A contained resource reached by two references gets rows under both; one that no reference
-    parameter names (only an extension, say) gets none. Contained resources contain nothing (dom-2)."""
+    parameter names (only an extension, say) gets none. Contained resources contain nothing (dom-2).
+    `references` / `inner_only`: see contained_tuples."""
     contained = {
         c["id"]: c
         for c in resource["contained"]
@@ -949,7 +964,7 @@ def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, 
     root: Node = (resource, rt)
     done: set[tuple[str, str]] = set()
     for entry in _applicable(rt, registry, tuple(resource)):
-        if entry.table != "reference" or entry.components:
+        if entry.table != "reference" or entry.components or (references is not None and entry.code not in references):
             continue
         try:
             nodes = entry.evaluator.fn([root], root)
@@ -964,15 +979,20 @@ def _add_contained(resource: dict[str, Any], registry: Registry, out: dict[str, 
                 continue
             done.add((entry.code, ref))
             ct = inner["resourceType"]
-            if entry.targets and ct not in entry.targets:
+            if (entry.targets and ct not in entry.targets) or (inner_only is not None and ct != inner_only[0]):
                 continue
-            ident = value.get("identifier")
-            id_system, id_value = (
-                (_cut(ident.get("system")), _cut(ident.get("value"))) if type(ident) is dict else (None, None)
-            )
-            out.setdefault("reference", []).append((rt, entry.code, ct, None, None, _cut(ref), id_system, id_value))
-            own = extract_tuples({k: v for k, v in inner.items() if k != "contained"}, registry)
-            own.setdefault("token", []).append((ct, "_id", None, inner["id"], None, None, None))
+            bare = {k: v for k, v in inner.items() if k != "contained"}
+            if inner_only is not None:  # the reference's own rows exist already
+                own = extract_tuples(bare, registry, inner_only[1])
+            else:
+                ident = value.get("identifier")
+                id_system, id_value = (
+                    (_cut(ident.get("system")), _cut(ident.get("value"))) if type(ident) is dict else (None, None)
+                )
+                ref_row = (rt, entry.code, ct, None, None, _cut(ref), id_system, id_value)
+                out.setdefault("reference", []).append(ref_row)
+                own = extract_tuples(bare, registry)
+                own.setdefault("token", []).append((ct, "_id", None, inner["id"], None, None, None))
             for table, rows in own.items():
                 bucket = out.setdefault(table, [])
                 for row in rows:
