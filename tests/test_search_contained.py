@@ -121,6 +121,8 @@ CHAIN_CASES = [
     ("subject.name=Taylor&code=1-1", {"o1"}),
     ("subject:Group.code=team&performer.name=Taylor", {"o4"}),
     ("subject.name=Taylor&performer.name=Taylor", set()),
+    ("subject:Patient.name=Taylor&subject:Group.code=team", set()),  # one subject: not both
+    ("subject:Group.code=team&subject:Group._id=g", {"o4"}),
     ("_id=o1,o2,o3,o4&subject.name=Taylor", {"o1"}),  # the chain tested per candidate (SQLite)
     ("code=2-2&subject:Group.code=team", {"o4"}),  # a token drives, the chain tests the page
     ("subject.name=Taylor,Jansen", {"o1", "o2", "o3"}),

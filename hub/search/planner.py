@@ -396,7 +396,7 @@ class Planner:
         # only where a container of the types holds one its parameter names, so searches over data
         # without contained resources keep their plans. None: never (plans built without a database).
         self.probe = probe
-        self._probed: dict[tuple[tuple[str, ...], str], dict[str, bool]] = {}
+        self._probed: dict[tuple[tuple[str, ...], str, tuple[str, ...]], dict[str, bool]] = {}
         self.refs = ReferenceValues(base_url)
         self.terminology = terminology  # hub.terminology TerminologySession, for :in / :not-in / :above / :below
         # Access constraints (scopes, patient compartment, consent): callables (types, row) -> SQL
@@ -667,7 +667,7 @@ class Planner:
             for t in clause.chain_types
             if (scope := contained_scope(self.registry, idx_token, types, clause.code, t, "_id")) is not None
         }
-        key = (tuple(types), clause.code)
+        key = (tuple(types), clause.code, tuple(held))
         if key not in self._probed:  # one statement: does a container of the types hold a `t`, for each t
             tests: list[Any] = [exists().where(scope) for scope in held.values()]
             found = self.probe(select(*tests)) if held else ()
