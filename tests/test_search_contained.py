@@ -323,3 +323,39 @@ def test_custom_parameters_reach_into_contained_resources(containers: TestClient
             )
         }
     assert left == set()
+
+
+def test_extraction_of_contained_rows() -> None:
+    """Which rows a container keeps: only for contained resources a reference parameter names, of a
+    type the parameter allows; once per parameter and resource however often it is named; under
+    each parameter that names it; none for a dangling `#id`."""
+    from hub.search.extract import extract
+
+    practitioner = {"resourceType": "Practitioner", "id": "dr", "name": [{"family": "Arts"}]}
+    unnamed = {"resourceType": "Practitioner", "id": "loose", "name": [{"family": "Los"}]}
+    device = {"resourceType": "Device", "id": "dev", "deviceName": [{"name": "meter", "type": "user-friendly-name"}]}
+    res = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "code": {"text": "x"},
+        "performer": [{"reference": "#dr"}, {"reference": "#dr"}, {"reference": "#missing"}],
+        "device": {"reference": "#dev"},
+        "subject": {"reference": "#dr"},  # subject may not be a Practitioner: no rows under subject
+        "basedOn": [{"reference": "#dr"}],  # nor basedOn
+        "contained": [practitioner, unnamed, device],
+    }
+    rows = extract(res)
+    params = [r["param"] for table in rows.values() for r in table if ":" in r["param"]]
+    assert sorted(set(params)) == [
+        "device:Device._id",
+        "device:Device.device-name",
+        "performer:Practitioner._id",
+        "performer:Practitioner.family",
+        "performer:Practitioner.name",
+        "performer:Practitioner.phonetic",
+    ]
+    assert params.count("performer:Practitioner.family") == 1  # named twice, indexed once
+    refs = [(r["param"], r["target_type"], r["target_id"], r["url"]) for r in rows["reference"]]
+    assert sorted(refs) == [("device", "Device", None, "#dev"), ("performer", "Practitioner", None, "#dr")]
+    assert all(r["res_type"] == "Observation" for table in rows.values() for r in table)
