@@ -365,9 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="measure a database a --keep run left (the URL it printed) again, without loading anything",
     )
+    ap.add_argument(
+        "--containers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --reuse: first add N Observations whose subject is a contained copy of their Patient"
+        " (copies of stored ones, ids c-...; this changes the kept database)",
+    )
     args = ap.parse_args(argv)
     if args.reuse:
-        return remeasure(args.reuse, args.samples)
+        return remeasure(args.reuse, args.samples, args.containers)
     print(f"database: {describe(args.database)}")
     with ExitStack() as stack:
         if args.keep and not (args.database or "").startswith("postgres"):
@@ -416,18 +424,61 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def remeasure(url: str, samples: int) -> int:
+def remeasure(url: str, samples: int, containers: int = 0) -> int:
     """The queries again over a database a `--keep` run loaded (e.g. after a change to the hub's
-    connection settings), with a new random sample of values."""
+    connection settings), with a new random sample of values; first adding `containers`."""
     print(f"database: {url} (reused: nothing loaded)")
     with tempfile.TemporaryDirectory() as tmp:
         db = Database.connect(url)
         try:
-            world = World(make_services(db, url, Path(tmp)))
+            services = make_services(db, url, Path(tmp))
+            if containers:
+                add_containers(services, containers)
+            world = World(services)
             report(f"{len(world.patients)} patients", measure(world, samples, 3))
         finally:
             db.dispose()
     return 0
+
+
+def add_containers(services: Any, n: int) -> None:
+    """Copies of every 10th stored Observation (up to n) whose subject is a contained copy of its
+    Patient, so chains such as `patient.gender=male` also look inside contained resources."""
+    with services.db.transaction() as conn:
+        observations = conn.execute(
+            select(resource.c.content)
+            .where(resource.c.res_type == "Observation", resource.c.is_current, ~resource.c.deleted)
+            .where(~resource.c.res_id.like("c-%"))
+            .order_by(resource.c.pk)
+            .limit(n * 10)
+        ).all()
+        patients = dict(
+            conn.execute(
+                select(resource.c.res_id, resource.c.content).where(
+                    resource.c.res_type == "Patient", resource.c.is_current, ~resource.c.deleted
+                )
+            ).all()
+        )
+    copies = []
+    for (content,) in observations[::10]:
+        obs = orjson.loads(content)
+        patient = patients.get(obs.get("subject", {}).get("reference", "").partition("/")[2])
+        if patient is None:
+            continue
+        inner = {k: v for k, v in orjson.loads(patient).items() if k not in ("meta", "text")} | {"id": "p"}
+        body = {k: v for k, v in obs.items() if k != "meta"}
+        copies.append(body | {"id": f"c-{obs['id']}", "subject": {"reference": "#p"}, "contained": [inner]})
+    holder = Principal(kind="local", client_id="bench", organisation_ura=HOLDER_URA)
+    t = time.perf_counter()
+    for i in range(0, len(copies), 100):
+        entries = [
+            {"resource": r, "request": {"method": "PUT", "url": f"Observation/{r['id']}"}} for r in copies[i : i + 100]
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        services.pipeline.run(
+            Interaction(TRANSACTION, body=bundle, principal=holder, base_url=BASE, prefer_return="minimal")
+        )
+    print(f"added {len(copies):,} Observations with a contained subject in {time.perf_counter() - t:.1f} s")
 
 
 if __name__ == "__main__":
