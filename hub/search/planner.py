@@ -656,8 +656,10 @@ class Planner:
         meets the chain's criterion, one list per contained type the chain reaches: read from the
         rows a container keeps for it (hub.search.extract._add_contained). Only where some container
         of the types holds such a resource (self.probe). A negation or `:missing=true` holds for a
-        contained resource without the rows; `_has`, `_lastUpdated` and `_content` find none (nothing
-        refers to a contained resource from outside; it has no meta of its own)."""
+        container whose contained resources of the type have none of the rows: with two contained
+        Practitioners as performers, one named x, `performer.name:not=x` misses the container (the
+        rows do not say which contained resource they came from). `_has`, `_lastUpdated` and
+        `_content` find none (nothing refers to a contained resource from outside; it has no meta)."""
         inner = clause.chain
         assert inner is not None
         if self.probe is None:
