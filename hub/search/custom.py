@@ -156,17 +156,33 @@ def _types_clause(base: str) -> Any:
 
 
 def _drop(conn: Connection, base: str, code: str) -> None:
-    """Every index row of (base, code): the resources' own, the rows containers keep for a contained
-    resource of type `base` (`*:base.code`), and those they keep under a reference parameter `code`
-    of theirs (`code:*`; hub.search.extract.contained_code)."""
+    """Every index row of (base, code): the resources' own, those a container of type `base` keeps
+    under a reference parameter `code` (`code:*`), and those containers keep for a contained resource
+    of type `base` (`*:base.code`; hub.search.extract.contained_code)."""
     generic = base in ("Resource", "DomainResource")
-    inside = f"%:{'%' if generic else _like(base)}.{_like(code)}"
     for table in INDEX_TABLES.values():
         scope = or_(table.c.param == code, and_(table.c.param >= f"{code}:", table.c.param < f"{code};"))
         if not generic:
             scope = scope & (table.c.res_type == base)
         conn.execute(delete(table).where(scope))
-        conn.execute(delete(table).where(table.c.param.like(inside, escape="\\")))
+    inside = f"%:{'%' if generic else _like(base)}.{_like(code)}"
+    for chunk in _chunks(_holders(conn, base)):
+        for table in INDEX_TABLES.values():
+            conn.execute(delete(table).where(table.c.resource_pk.in_(chunk), table.c.param.like(inside, escape="\\")))
+
+
+def _holders(conn: Connection, base: str) -> list[int]:
+    """The containers that hold a contained resource of type `base` (of any type for Resource): each
+    keeps an `_id` row for it. One pass over the token rows; changing a SearchParameter is rare."""
+    kind = "%" if base in ("Resource", "DomainResource") else _like(base)
+    found = conn.execute(
+        select(idx_token.c.resource_pk).where(idx_token.c.param.like(f"%:{kind}.\\_id", escape="\\")).distinct()
+    )
+    return sorted(pk for (pk,) in found)
+
+
+def _chunks(pks: list[int]) -> list[list[int]]:
+    return [pks[i : i + _BATCH] for i in range(0, len(pks), _BATCH)]
 
 
 def _like(text: str) -> str:
@@ -181,14 +197,35 @@ def reindex(conn: Connection, registry: Registry, param: SearchParam, bases: lis
     references = codes if param.type == "reference" else None
     written = 0
     for base in bases or list(param.base):
-        written += _in_batches(conn, _types_clause(base), lambda res: _own_rows(res, registry, codes, references))
-        # the containers that hold a contained `base`: each keeps an `_id` row for it
-        kind = "%" if base in ("Resource", "DomainResource") else _like(base)
-        holders = select(idx_token.c.resource_pk).where(idx_token.c.param.like(f"%:{kind}.\\_id", escape="\\"))
-        written += _in_batches(
-            conn, resource.c.pk.in_(holders), partial(_contained_of, registry=registry, inner=(base, codes))
-        )
+        last = 0
+        while True:  # the resources of the type, in batches by pk
+            batch = _current(conn, _types_clause(base), resource.c.pk > last)
+            if not batch:
+                break
+            written += _write(conn, batch, lambda res: _own_rows(res, registry, codes, references))
+            last = batch[-1][0]
+        for chunk in _chunks(_holders(conn, base)):
+            batch = _current(conn, resource.c.pk.in_(chunk))
+            written += _write(conn, batch, partial(_contained_of, registry=registry, inner=(base, codes)))
     return written
+
+
+def _current(conn: Connection, *which: Any) -> list[Any]:
+    return list(
+        conn.execute(
+            select(resource.c.pk, resource.c.content)
+            .where(*which, resource.c.is_current, not_(resource.c.deleted))
+            .order_by(resource.c.pk)
+            .limit(_BATCH)
+        )
+    )
+
+
+def _write(conn: Connection, batch: list[Any], rows_of: Callable[[dict[str, Any]], dict[str, list[Any]]]) -> int:
+    collected: dict[str, list[tuple[Any, ...]]] = {}
+    for pk, content in batch:
+        bulk.collect_index_rows(pk, rows_of(orjson.loads(content)), collected)
+    return bulk.flush_index_rows(conn, collected)
 
 
 def _own_rows(
@@ -212,22 +249,3 @@ def _contained_of(
                 out.setdefault(table, []).extend(rows)
         return out
     return contained_tuples(res, registry, inner=inner)
-
-
-def _in_batches(conn: Connection, which: Any, rows_of: Callable[[dict[str, Any]], dict[str, list[Any]]]) -> int:
-    """Write rows_of(resource) for the current resources `which` selects, in batches by pk."""
-    written, last = 0, 0
-    while True:
-        rows = conn.execute(
-            select(resource.c.pk, resource.c.content)
-            .where(which, resource.c.is_current, not_(resource.c.deleted), resource.c.pk > last)
-            .order_by(resource.c.pk)
-            .limit(_BATCH)
-        ).all()
-        if not rows:
-            return written
-        collected: dict[str, list[tuple[Any, ...]]] = {}
-        for pk, content in rows:
-            bulk.collect_index_rows(pk, rows_of(orjson.loads(content)), collected)
-        written += bulk.flush_index_rows(conn, collected)
-        last = rows[-1][0]
