@@ -389,14 +389,16 @@ class Planner:
         *,
         dialect: str,  # the database the SQL is for: `sqlite` or `postgresql`
         probe: Callable[[Select[Any]], Sequence[Any]] | None = None,
+        probed: dict[Any, dict[str, bool]] | None = None,
     ) -> None:
         self.registry = registry
         self.dialect = dialect
         # Runs a one-row statement (the engine's connection): a chain looks into contained resources
         # only where a container of the types holds one its parameter names, so searches over data
         # without contained resources keep their plans. None: never (plans built without a database).
+        # `probed` keeps the answers (the planners of one search share it).
         self.probe = probe
-        self._probed: dict[tuple[tuple[str, ...], str, tuple[str, ...]], dict[str, bool]] = {}
+        self._probed: dict[Any, dict[str, bool]] = {} if probed is None else probed
         self.refs = ReferenceValues(base_url)
         self.terminology = terminology  # hub.terminology TerminologySession, for :in / :not-in / :above / :below
         # Access constraints (scopes, patient compartment, consent): callables (types, row) -> SQL
