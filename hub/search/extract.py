@@ -877,8 +877,10 @@ def extract_tuples(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Index rows for `resource` by table name, each a tuple (res_type, param, *COLUMNS[table]).
 
-    The write path inserts these as they are; identical rows of one parameter appear once. `codes`
-    limits extraction to some parameters (re-indexing after a new SearchParameter).
+    The write path inserts these as they are; identical rows of one parameter appear once. With the
+    resource's own rows come those it keeps for its contained resources (_add_contained). `codes`
+    limits extraction to some parameters of the resource itself (re-indexing after a new
+    SearchParameter; hub.search.custom adds the contained resources' rows with contained_tuples).
     """
     reg = registry or default_registry()
     rt = resource["resourceType"]
