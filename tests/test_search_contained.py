@@ -27,6 +27,18 @@ def medication(mid: str, code: str) -> dict[str, Any]:
     return {"resourceType": "Medication", "id": mid, "code": {"coding": [{"system": GPK, "code": code}]}}
 
 
+def medication_request(mid: str, medication_ref: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/real"},
+        "medicationReference": {"reference": medication_ref},
+        **fields,
+    }
+
+
 def observation(oid: str, code: str, **fields: Any) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
@@ -79,23 +91,8 @@ def containers(client: TestClient) -> TestClient:
             ],
             performer=[{"reference": "#dr"}],
         ),
-        {
-            "resourceType": "MedicationRequest",
-            "id": "m1",
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": "Patient/real"},
-            "medicationReference": {"reference": "#med"},
-            "contained": [medication("med", "X")],
-        },
-        {
-            "resourceType": "MedicationRequest",
-            "id": "m2",
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": "Patient/real"},
-            "medicationReference": {"reference": "Medication/medreal"},
-        },
+        medication_request("m1", "#med", contained=[medication("med", "X")]),
+        medication_request("m2", "Medication/medreal"),
     )
     return client
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -197,40 +196,18 @@ def reindex(conn: Connection, registry: Registry, param: SearchParam, bases: lis
     references = codes if param.type == "reference" else None
     written = 0
     for base in bases or list(param.base):
-        last = 0
-        while True:  # the resources of the type, in batches by pk
-            batch = _current(conn, _types_clause(base), resource.c.pk > last)
-            if not batch:
-                break
-            written += _write(conn, batch, lambda res: _own_rows(res, registry, codes, references))
-            last = batch[-1][0]
+        own = partial(_own_rows, registry=registry, codes=codes, references=references)
+        written += bulk.index_current(conn, own, _types_clause(base), batch=_BATCH)
+        inside = partial(_contained_of, registry=registry, inner=(base, codes))
         for chunk in _chunks(_holders(conn, base)):
-            batch = _current(conn, resource.c.pk.in_(chunk))
-            written += _write(conn, batch, partial(_contained_of, registry=registry, inner=(base, codes)))
+            written += bulk.index_current(conn, inside, resource.c.pk.in_(chunk), batch=_BATCH)
     return written
 
 
-def _current(conn: Connection, *which: Any) -> list[Any]:
-    return list(
-        conn.execute(
-            select(resource.c.pk, resource.c.content)
-            .where(*which, resource.c.is_current, not_(resource.c.deleted))
-            .order_by(resource.c.pk)
-            .limit(_BATCH)
-        )
-    )
-
-
-def _write(conn: Connection, batch: list[Any], rows_of: Callable[[dict[str, Any]], dict[str, list[Any]]]) -> int:
-    collected: dict[str, list[tuple[Any, ...]]] = {}
-    for pk, content in batch:
-        bulk.collect_index_rows(pk, rows_of(orjson.loads(content)), collected)
-    return bulk.flush_index_rows(conn, collected)
-
-
 def _own_rows(
-    res: dict[str, Any], registry: Registry, codes: frozenset[str], references: frozenset[str] | None
+    res_type: str, data: bytes, *, registry: Registry, codes: frozenset[str], references: frozenset[str] | None
 ) -> dict[str, list[tuple[Any, ...]]]:
+    res = orjson.loads(data)
     rows = extract_tuples(res, registry, codes)
     if references is not None and res.get("contained"):
         for table, more in contained_tuples(res, registry, references=references).items():
@@ -239,8 +216,9 @@ def _own_rows(
 
 
 def _contained_of(
-    res: dict[str, Any], *, registry: Registry, inner: tuple[str, frozenset[str]]
+    res_type: str, data: bytes, *, registry: Registry, inner: tuple[str, frozenset[str]]
 ) -> dict[str, list[tuple[Any, ...]]]:
+    res = orjson.loads(data)
     if inner[0] in ("Resource", "DomainResource"):  # every contained resource, whatever its type
         types = {c.get("resourceType") for c in res.get("contained", ()) if type(c) is dict}
         out: dict[str, list[tuple[Any, ...]]] = {}

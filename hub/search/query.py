@@ -315,8 +315,7 @@ class QueryParser:
             if criteria is None:  # nothing of this type is on the list
                 parts.append(Clause("_id", "_id", "token", None, []))
                 continue
-            strict = QueryParser(self.registry, True, self.default_count, self.max_count)
-            made = [strict.clause(query, types, n, v) for n, v in criteria]
+            made = [self._strict().clause(query, types, n, v) for n, v in criteria]
             parts.append(FilterNode("and", [c for c in made if c is not None]))
         if stored:
             inner = Clause("_id", "_id", "token", None, stored)
@@ -325,6 +324,11 @@ class QueryParser:
             return parts[0]
         return Clause(name, "_list", "special", None, [], None, filter=FilterNode("or", parts))
 
+    def _strict(self) -> QueryParser:
+        """This parser under strict handling: criteria the hub builds (a _filter's comparisons, a
+        functional list's) must not be skipped as unknown."""
+        return self if self.strict else QueryParser(self.registry, True, self.default_count, self.max_count)
+
     def _filter(self, query: SearchQuery, types: list[str], name: str, value: str) -> list[Clause]:
         """`_filter=expression`: its comparisons as clauses (hub.search.filter). Strict whatever the
         handling: a comparison skipped as unknown would change what the rest of the expression means."""
@@ -332,7 +336,7 @@ class QueryParser:
 
         if name != "_filter":
             raise FhirError(400, "invalid", f"{name}: _filter takes no modifier", name)
-        strict = QueryParser(self.registry, True, self.default_count, self.max_count)
+        strict = self._strict()
         tree = search_filter.parse(value)
         return search_filter.build(tree, value, lambda n, v: strict.clause(query, types, n, v))
 

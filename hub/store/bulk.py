@@ -6,10 +6,10 @@ SQLAlchemy's per-row parameter processing costs more than the database itself at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, not_, select
 
 from hub.store.tables import INDEX_TABLES, resource
 
@@ -65,3 +65,33 @@ def flush_index_rows(conn: Connection, collected: dict[str, list[tuple[Any, ...]
         insert_rows(conn, INDEX_TABLES[name].name, INDEX_COLUMNS[name], rows)
         written += len(rows)
     return written
+
+
+IndexRows = dict[str, list[tuple[Any, ...]]]
+
+
+def index_current(
+    conn: Connection, rows_of: Callable[[str, bytes], IndexRows | None], *where: Any, batch: int = 2_000
+) -> int:
+    """Write rows_of(res_type, JSON bytes) as index rows of the current resources `where` selects (all
+    when nothing is given), in batches by pk: re-indexing for a SearchParameter posted at run time,
+    and the migrations that index what was stored before. rows_of may skip a resource (None) without
+    parsing it."""
+    written, last = 0, 0
+    while True:
+        rows = conn.execute(
+            select(resource.c.pk, resource.c.res_type, resource.c.content)
+            .where(*where, resource.c.is_current, not_(resource.c.deleted), resource.c.content.is_not(None))
+            .where(resource.c.pk > last)
+            .order_by(resource.c.pk)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return written
+        collected: IndexRows = {}
+        for pk, res_type, content in rows:
+            found = rows_of(res_type, bytes(content))
+            if found:
+                collect_index_rows(pk, found, collected)
+        written += flush_index_rows(conn, collected)
+        last = rows[-1][0]

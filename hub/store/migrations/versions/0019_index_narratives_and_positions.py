@@ -23,7 +23,6 @@ down_revision = "0018"
 branch_labels = None
 depends_on = None
 
-BATCH = 2_000
 
 
 def upgrade() -> None:
@@ -31,28 +30,13 @@ def upgrade() -> None:
     from hub.search.registry import default_registry
     from hub.store import bulk
 
-    conn = op.get_bind()
     registry = default_registry()
-    last = 0
-    while True:
-        rows = conn.execute(
-            sa.text(
-                "SELECT pk, res_type, content FROM resource WHERE is_current AND NOT deleted"
-                " AND content IS NOT NULL AND pk > :last ORDER BY pk LIMIT :n"
-            ),
-            {"last": last, "n": BATCH},
-        ).all()
-        if not rows:
-            return
-        collected: dict[str, list[tuple[Any, ...]]] = {}
-        for pk, res_type, content in rows:
-            data = bytes(content)
-            codes = ({"near"} if res_type == "Location" else set()) | ({"_text"} if b'"div"' in data else set())
-            if codes:
-                found = extract_tuples(orjson.loads(data), registry, frozenset(codes))
-                bulk.collect_index_rows(pk, found, collected)
-        bulk.flush_index_rows(conn, collected)  # as the write path and hub.search.custom.reindex write them
-        last = rows[-1][0]
+
+    def rows_of(res_type: str, data: bytes) -> dict[str, list[tuple[Any, ...]]] | None:
+        codes = ({"near"} if res_type == "Location" else set()) | ({"_text"} if b'"div"' in data else set())
+        return extract_tuples(orjson.loads(data), registry, frozenset(codes)) if codes else None
+
+    bulk.index_current(op.get_bind(), rows_of)  # as the write path and hub.search.custom write them
 
 
 def downgrade() -> None:

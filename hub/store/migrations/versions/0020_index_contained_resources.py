@@ -26,7 +26,6 @@ down_revision = "0019"
 branch_labels = None
 depends_on = None
 
-BATCH = 2_000
 TABLES = ("idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri", "idx_composite")
 
 
@@ -35,26 +34,12 @@ def upgrade() -> None:
     from hub.search.registry import default_registry
     from hub.store import bulk
 
-    conn = op.get_bind()
     registry = default_registry()
-    last = 0
-    while True:
-        rows = conn.execute(
-            sa.text(
-                "SELECT pk, content FROM resource WHERE is_current AND NOT deleted"
-                " AND content IS NOT NULL AND pk > :last ORDER BY pk LIMIT :n"
-            ),
-            {"last": last, "n": BATCH},
-        ).all()
-        if not rows:
-            return
-        collected: dict[str, list[tuple[Any, ...]]] = {}
-        for pk, content in rows:
-            data = bytes(content)
-            if b'"contained"' in data:
-                bulk.collect_index_rows(pk, contained_tuples(orjson.loads(data), registry), collected)
-        bulk.flush_index_rows(conn, collected)  # as the write path writes them
-        last = rows[-1][0]
+
+    def rows_of(res_type: str, data: bytes) -> dict[str, list[tuple[Any, ...]]] | None:
+        return contained_tuples(orjson.loads(data), registry) if b'"contained"' in data else None
+
+    bulk.index_current(op.get_bind(), rows_of)  # as the write path writes them
 
 
 def downgrade() -> None:
